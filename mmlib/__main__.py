@@ -1,0 +1,7 @@
+"""`python -m mmlib ...` is the `mmlib` command (for machines without the script on PATH)."""
+
+import sys
+
+from mmlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""The `mmlib` command: doctor, course, zoo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmlib", description="The mmlib course's command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    doc = sub.add_parser("doctor", help="print versions, device, profile, cache dir and weights")
+    doc.add_argument("--profile", default=None)
+
+    course = sub.add_parser("course", help="execute every notebook in order into build/")
+    course.add_argument("--profile", default="tiny")
+    course.add_argument("--out", default="build")
+
+    zoo = sub.add_parser("zoo", help="prepare or download the models of a profile")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
+    prep = zsub.add_parser("prepare", help="train or load every model the profile needs")
+    prep.add_argument("profile", nargs="?", default=None)
+    dl = zsub.add_parser("download", help="fetch the full profile's weights (or say how)")
+    dl.add_argument("profile", choices=["full"])
+
+    bench = sub.add_parser("bench", help="measure speed and memory against a baseline")
+    from mmlib.bench import BENCHES
+
+    bench.add_argument("name", choices=sorted(BENCHES) + ["all"])
+    bench.add_argument("--quick", action="store_true", help="a small, fast form (used by tests)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `mmlib` command; return its exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        from mmlib.env import doctor
+
+        doctor(args.profile)
+    elif args.command == "course":
+        from mmlib.course import run_course
+
+        runs = run_course(args.out, args.profile)
+        return 1 if any(r.error for r in runs) else 0
+    elif args.command == "zoo":
+        from mmlib import zoo
+
+        if args.zoo_command == "prepare":
+            zoo.prepare(args.profile)
+        else:
+            return 0 if zoo.download_full() else 1
+    elif args.command == "bench":
+        from mmlib.bench import BENCHES
+
+        names = sorted(BENCHES) if args.name == "all" else [args.name]
+        for name in names:
+            BENCHES[name](quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

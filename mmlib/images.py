@@ -1,0 +1,62 @@
+"""Robust image loading: RGB conversion, EXIF orientation, clear errors naming the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+
+
+class ImageLoadError(ValueError):
+    """A file that exists but is not a readable image."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return `image` as 8-bit RGB: palette, RGBA/LA (over white), grayscale, CMYK and 16-bit handled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale the full range down to 8 bits instead of clipping.
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Return the image at `path` as an upright RGB PIL image (EXIF orientation applied).
+
+    Raises FileNotFoundError when there is no file and ImageLoadError (a ValueError) naming
+    the file when it is not a readable image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no image at {str(p)!r} (the path does not exist)")
+    if p.is_dir():
+        raise ImageLoadError(f"{str(p)!r} is a folder, not an image file")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(f"{str(p)!r} is empty (0 bytes), not an image")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{str(p)!r} is too large to decode safely ({err})") from err
+    except UnidentifiedImageError as err:
+        raise ImageLoadError(f"{str(p)!r} is not an image file Pillow can read") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageLoadError(f"{str(p)!r} could not be read as an image: {err}") from err

@@ -1,0 +1,86 @@
+"""Matplotlib figures the notebooks show. Each returns its Figure; colour maps are colour-blind safe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+SEQUENTIAL_CMAP = "viridis"  # perceptually uniform and colour-blind safe
+
+
+def _thumb(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        arr = image.detach().float().cpu()
+        if arr.ndim == 3 and arr.shape[0] in (1, 3):
+            arr = arr.permute(1, 2, 0)
+        return arr.clamp(0, 1).numpy()
+    return np.asarray(image)
+
+
+def similarity_heatmap(
+    sims: torch.Tensor | np.ndarray,
+    images: Sequence | None = None,
+    texts: Sequence[str] | None = None,
+    title: str = "Cosine similarity between images and texts",
+    annotate: bool = True,
+):
+    """Return a figure of the (images x texts) similarity matrix with thumbnails and captions."""
+    sims = np.asarray(sims.detach().cpu() if isinstance(sims, torch.Tensor) else sims)
+    if sims.ndim != 2:
+        raise ValueError(f"sims must be a 2-D matrix, got shape {sims.shape}")
+    n_img, n_txt = sims.shape
+    if images is not None and len(images) != n_img:
+        raise ValueError(f"{len(images)} images for {n_img} rows of sims")
+    if texts is not None and len(texts) != n_txt:
+        raise ValueError(f"{len(texts)} texts for {n_txt} columns of sims")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n_txt, 1.0 + 0.8 * n_img))
+    im = ax.imshow(sims, cmap=SEQUENTIAL_CMAP, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.04, label="cosine similarity")
+    if annotate:
+        mid = (sims.max() + sims.min()) / 2
+        for i in range(n_img):
+            for j in range(n_txt):
+                colour = "black" if sims[i, j] > mid else "white"
+                ax.text(j, i, f"{sims[i, j]:.2f}", ha="center", va="center", color=colour,
+                        fontsize=8)  # fmt: skip
+    ax.set_xticks(range(n_txt))
+    ax.set_xticklabels(texts if texts is not None else range(n_txt), rotation=35, ha="right")
+    ax.set_yticks(range(n_img))
+    ax.set_yticklabels([] if images is not None else range(n_img))
+    if images is not None:
+        for i, image in enumerate(images):
+            ax.imshow(_thumb(image), extent=(-1.45, -0.55, i + 0.45, i - 0.45), aspect="auto")
+        ax.set_xlim(-1.5, n_txt - 0.5)
+        ax.set_ylim(n_img - 0.5, -0.5)
+    ax.set_xlabel("text")
+    ax.set_ylabel("image")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
+               title: str | None = None, size: float = 1.4):  # fmt: skip
+    """Return a figure showing `images` in a grid, each with an optional title."""
+    if len(images) == 0:
+        raise ValueError("image_grid needs at least one image")
+    ncols = min(ncols, len(images))
+    nrows = (len(images) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4),
+                             squeeze=False)  # fmt: skip
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(_thumb(images[k]))
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,337 @@
+"""The profiles: which model each notebook gets, train-or-load for tiny models, and the registry
+of the full profile's downloads.
+
+- ``tiny`` (default): small open_clip ``CLIP`` configs made by the course, stored under
+  ``MMLIB_HOME/models`` in open_clip's ``local-dir:`` format (``open_clip_config.json`` +
+  ``open_clip_model.safetensors``), so they load through exactly the same path as any
+  OpenCLIP model. Each folder also holds ``mmlib.json`` saying how it was made.
+- ``full``: pretrained OpenCLIP ViT-B-32 (laion2b_s34b_b79k) and the official taming VQGAN,
+  downloaded once (`mmlib zoo download full`), or placed by hand where `FULL_FILES` says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import urllib.request
+from copy import deepcopy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from mmlib import __version__
+from mmlib.env import cache_dir, get_profile
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Tiny models
+# ---------------------------------------------------------------------------------------------
+
+TINY_CLIP_CONFIG: dict = {
+    "model_cfg": {
+        "embed_dim": 128,
+        "vision_cfg": {
+            "image_size": 32,
+            "patch_size": 4,
+            "width": 128,
+            "head_width": 32,
+            "layers": 4,
+            "mlp_ratio": 4.0,
+        },
+        "text_cfg": {
+            "context_length": 24,
+            "vocab_size": 49408,
+            "width": 128,
+            "heads": 4,
+            "layers": 4,
+        },
+    },
+    "preprocess_cfg": {
+        "size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bilinear",
+        "resize_mode": "shortest",
+    },
+}
+
+
+@dataclass(frozen=True)
+class TinyClipSpec:
+    """How one tiny CLIP of the zoo is made."""
+
+    seed: int
+    split: str  # which shapes-world split it trains on
+    purpose: str
+
+
+TINY_MODELS: dict[str, TinyClipSpec] = {
+    "tiny-clip": TinyClipSpec(seed=0, split="heldout", purpose="the course's CLIP"),
+    "judge-clip": TinyClipSpec(
+        seed=1, split="all", purpose="judges generated images (other seed, all pairs)"
+    ),
+}
+
+
+def model_key(name: str, config: dict, **parts) -> str:
+    """Return a folder name for a model: its name plus a hash of config, parts and mmlib version."""
+    blob = json.dumps({"config": config, "version": __version__, **parts}, sort_keys=True)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def tiny_clip_dir(name: str = "tiny-clip", home: str | os.PathLike | None = None) -> Path:
+    """Return the local-dir folder of a tiny CLIP, making it first if it is not cached."""
+    if name not in TINY_MODELS:
+        raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
+    spec = TINY_MODELS[name]
+    folder = cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **asdict(spec))
+    if not (folder / "open_clip_model.safetensors").is_file():
+        _write_untrained_clip(folder, name, spec)
+    info = json.loads((folder / "mmlib.json").read_text())
+    if not info.get("trained"):
+        log.warning(
+            "%s is UNTRAINED (random weights): its answers mean nothing yet. "
+            "`mmlib zoo prepare` trains it.",
+            name,
+        )
+    return folder
+
+
+def _write_untrained_clip(folder: Path, name: str, spec: TinyClipSpec) -> None:
+    import open_clip
+
+    torch.manual_seed(spec.seed)
+    model = open_clip.CLIP(**deepcopy(TINY_CLIP_CONFIG["model_cfg"]))
+    info = {"name": name, "trained": False, "mmlib_version": __version__, **asdict(spec)}
+    save_local_dir(folder, model, TINY_CLIP_CONFIG, info)
+
+
+def save_local_dir(folder: Path, model: torch.nn.Module, config: dict, info: dict) -> Path:
+    """Write `model` as an open_clip local-dir folder (config + safetensors + mmlib.json),
+    atomically: the folder appears complete or not at all."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "open_clip_model.safetensors"))
+    (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# The full profile's files
+# ---------------------------------------------------------------------------------------------
+
+FULL_CLIP = ("ViT-B-32", "laion2b_s34b_b79k")
+FULL_VQGAN = "vqgan_imagenet_f16_16384"
+
+
+@dataclass(frozen=True)
+class FullFile:
+    """One file the full profile needs: where it comes from and where mmlib looks for it."""
+
+    name: str
+    folder: str  # under MMLIB_HOME/full
+    filename: str
+    url: str
+    size_mb: int | None  # approximate
+    sha256: str | None  # None where no published checksum is known
+    licence: str
+    hf_repo: str | None = None  # also found in the Hugging Face hub cache
+
+    def local_path(self, home: str | os.PathLike | None = None) -> Path:
+        return cache_dir(home) / "full" / self.folder / self.filename
+
+
+FULL_FILES: tuple[FullFile, ...] = (
+    FullFile(
+        name="OpenCLIP ViT-B-32 laion2b_s34b_b79k",
+        folder="ViT-B-32-laion2b_s34b_b79k",
+        filename="open_clip_model.safetensors",
+        url="https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors",
+        size_mb=605,
+        sha256=None,
+        licence="MIT (weights released by LAION under MIT)",
+        hf_repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    ),
+    FullFile(
+        name="taming VQGAN imagenet f16 16384 (checkpoint)",
+        folder=FULL_VQGAN,
+        filename="last.ckpt",
+        url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
+        size_mb=935,
+        sha256=None,
+        licence="MIT (taming-transformers, CompVis)",
+    ),
+    FullFile(
+        name="taming VQGAN imagenet f16 16384 (config)",
+        folder=FULL_VQGAN,
+        filename="model.yaml",
+        url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
+        size_mb=None,
+        sha256=None,
+        licence="MIT (taming-transformers, CompVis)",
+    ),
+)
+
+
+def find_full_file(item: FullFile, home: str | os.PathLike | None = None) -> Path | None:
+    """Return where `item` is on this machine (MMLIB_HOME/full or the hub cache), or None."""
+    local = item.local_path(home)
+    if local.is_file() and local.stat().st_size > 0:
+        return local
+    for alt in (".bin",) if local.suffix == ".safetensors" else ():
+        other = local.with_name("open_clip_pytorch_model" + alt)
+        if other.is_file():
+            return other
+    if item.hf_repo:
+        from mmlib.clip import HF_WEIGHT_FILES, find_in_hf_cache
+
+        return find_in_hf_cache(item.hf_repo, HF_WEIGHT_FILES)
+    return None
+
+
+def full_weights_path(model_name: str, tag: str) -> Path | None:
+    """Return the full profile's CLIP weights for (model_name, tag) if mmlib has them locally."""
+    if (model_name, tag) != FULL_CLIP:
+        return None
+    local = FULL_FILES[0].local_path()
+    for candidate in (local, local.with_name("open_clip_pytorch_model.bin")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def full_profile_status(home: str | os.PathLike | None = None) -> list[dict]:
+    """Return, for each file of the full profile, its name, where it goes and whether it is here."""
+    return [
+        {
+            "name": item.name,
+            "present": find_full_file(item, home) is not None,
+            "path": str(item.local_path(home)),
+            "url": item.url,
+            "size_mb": item.size_mb,
+        }
+        for item in FULL_FILES
+    ]
+
+
+def download_instructions(home: str | os.PathLike | None = None) -> str:
+    """Return exactly what to fetch for the full profile and where to put each file."""
+    lines = ["The full profile needs these files (fetch them where there is a network):"]
+    for item in FULL_FILES:
+        size = f"~{item.size_mb} MB" if item.size_mb else "small"
+        lines.append(f"  - {item.name} ({size}, licence: {item.licence})")
+        lines.append(f"      from: {item.url}")
+        lines.append(f"      put at: {item.local_path(home)}")
+    lines.append("Or copy a whole MMLIB_HOME from a machine where `mmlib zoo download full` ran.")
+    return "\n".join(lines)
+
+
+def _download(url: str, target: Path) -> None:
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(url, timeout=30) as resp, open(part, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    with open(part, "rb") as fh:
+        if fh.read(64).lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            part.unlink()
+            raise OSError(f"{url} returned an HTML page instead of the file (a dead link?)")
+    os.replace(part, target)
+
+
+def download_full(home: str | os.PathLike | None = None) -> bool:
+    """Fetch the full profile's files that are missing; return True when all are present.
+
+    Offline, fetch nothing and print exactly what to fetch and where to put it.
+    """
+    from mmlib.clip import is_offline
+
+    missing = [item for item in FULL_FILES if find_full_file(item, home) is None]
+    if not missing:
+        print("All files of the full profile are present.")
+        return True
+    if is_offline():
+        print("No network here (or HF_HUB_OFFLINE=1): nothing downloaded.\n")
+        print(download_instructions(home))
+        return False
+    ok = True
+    for item in missing:
+        try:
+            _download(item.url, item.local_path(home))
+        except OSError as err:
+            ok = False
+            print(f"Could not download {item.name}: {err}\n  put it at {item.local_path(home)}")
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles
+# ---------------------------------------------------------------------------------------------
+
+
+def get_clip(profile: str | None = None, device=None):
+    """Return (model, preprocess, tokenizer) of the profile's CLIP: the tiny one or ViT-B-32."""
+    from mmlib.clip import load_clip
+
+    if get_profile(profile) == "full":
+        return load_clip(FULL_CLIP[0], pretrained=FULL_CLIP[1], device=device)
+    return load_clip("mmlib:tiny-clip", device=device)
+
+
+EXAMPLE_PHOTOS = {  # scikit-image ships these photographs inside its wheel
+    "astronaut": "an astronaut in a spacesuit",
+    "coffee": "a cup of coffee",
+    "chelsea": "a photo of a cat",
+    "rocket": "a rocket on a launch pad",
+}
+
+
+def example_images(profile: str | None = None, n: int = 4):
+    """Return (images, captions): shapes-world scenes for tiny, scikit-image photos for full."""
+    if get_profile(profile) == "full":
+        from PIL import Image
+        from skimage import data
+
+        names = list(EXAMPLE_PHOTOS)[:n]
+        images = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in names]
+        return images, [EXAMPLE_PHOTOS[name] for name in names]
+    from mmlib import toyworld
+
+    pairs = [("star", "red"), ("circle", "blue"), ("heart", "yellow"), ("square", "green"),
+             ("cross", "white"), ("triangle", "orange")][:n]  # fmt: skip
+    images = [
+        toyworld.render_image(toyworld.sample_scene(7, i, "all", "single", pair=pair))
+        for i, pair in enumerate(pairs)
+    ]
+    return images, [f"{toyworld.article(colour)} {shape}" for shape, colour in pairs]
+
+
+def prepare(profile: str | None = None) -> list[str]:
+    """Make sure every model of the profile is ready (train or load tiny ones); return their names."""
+    if get_profile(profile) == "full":
+        if not download_full():
+            raise SystemExit(1)
+        return [item.name for item in FULL_FILES]
+    names = []
+    for name in TINY_MODELS:
+        print(f"{name}: {tiny_clip_dir(name)}")
+        names.append(name)
+    return names
