@@ -1,0 +1,121 @@
+"""Zero-shot classification: a class is a caption. Templates, classifiers, evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mmlib.clip import encode_images, encode_texts
+
+Template = str | Callable[[str], str]
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+# Shapes-world templates: classes are "red star"; callables get the article right ("an orange").
+SHAPES_TEMPLATES: tuple[Template, ...] = (
+    _article,
+    lambda c: f"a picture of {_article(c)}",
+    lambda c: f"one {c}",
+)
+
+
+def _fill(template: Template, classname: str) -> str:
+    if callable(template):
+        return template(classname)
+    if "{}" not in template:
+        raise ValueError(f"template {template!r} has no '{{}}' where the class name goes")
+    return template.format(classname)
+
+
+def build_classifier(
+    model: torch.nn.Module,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[Template] = SHAPES_TEMPLATES,
+    device=None,
+) -> torch.Tensor:
+    """Return the zero-shot classifier, (embedding dim x classes): per class the renormalised mean
+    of its normalised template embeddings (as open_clip's build_zero_shot_classifier)."""
+    classnames = list(classnames)
+    if not classnames:
+        raise ValueError("classnames is empty: give at least one class")
+    dupes = sorted({n for n in classnames if classnames.count(n) > 1})
+    if dupes:
+        raise ValueError(f"classnames has duplicates {dupes}: each class must be named once")
+    templates = list(templates)
+    if not templates:
+        raise ValueError("templates is empty: give at least one template such as 'a photo of a {}'")
+    texts = [_fill(t, c) for c in classnames for t in templates]
+    feats = encode_texts(model, tokenizer, texts, device=device, progress=False)
+    feats = feats.view(len(classnames), len(templates), -1).mean(dim=1)
+    return F.normalize(feats, dim=-1).T.contiguous()
+
+
+def evaluate(
+    model: torch.nn.Module,
+    preprocess,
+    classifier: torch.Tensor,
+    dataset,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    batch_size: int = 256,
+    device=None,
+    progress: bool = False,
+) -> dict:
+    """Return top-1/top-5 accuracy, per-class accuracy and the confusion matrix on `dataset`.
+
+    `dataset` yields (image, label, ...) items, or give images and `labels` separately.
+    """
+    if labels is None:
+        labels = [dataset[i][1] for i in range(len(dataset))]
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    feats = encode_images(model, preprocess, dataset, batch_size=batch_size, device=device,
+                          progress=progress)  # fmt: skip
+    if len(feats) != len(labels):
+        raise ValueError(f"{len(feats)} images but {len(labels)} labels")
+    logits = feats @ classifier
+    n_classes = classifier.shape[1]
+    top = logits.topk(min(5, n_classes), dim=1).indices
+    correct1 = top[:, 0] == labels
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    confusion.index_put_((labels, top[:, 0]), torch.ones_like(labels), accumulate=True)
+    per_class = confusion.diag().float() / confusion.sum(dim=1).clamp(min=1)
+    return {
+        "top1": correct1.float().mean().item(),
+        "top5": (top == labels[:, None]).any(dim=1).float().mean().item(),
+        "per_class": per_class,
+        "confusion": confusion,
+        "predictions": top[:, 0],
+    }
+
+
+def evaluate_shapes(
+    model: torch.nn.Module, preprocess, tokenizer, per_pair: int = 10, seed: int = 1234,
+    templates: Sequence[Template] = SHAPES_TEMPLATES, device=None,
+) -> dict:  # fmt: skip
+    """Return zero-shot top-1 on seen and held-out (shape, colour) pairs: the course's protocol.
+
+    Single-object renders (fresh: `seed` differs from training), all pairs as classes.
+    """
+    from mmlib import toyworld
+
+    pairs = toyworld.all_pairs()
+    classnames = [toyworld.pair_label(s, c) for s, c in pairs]
+    classifier = build_classifier(model, tokenizer, classnames, templates, device=device)
+    data = toyworld.PairImages(pairs, per_pair=per_pair, seed=seed)
+    labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
+    result = evaluate(model, preprocess, classifier, data, labels=labels, device=device)
+    held = torch.tensor([pairs.index(p) for p in toyworld.HELD_OUT_PAIRS])
+    is_held = torch.isin(labels, held)
+    correct = result["predictions"] == labels
+    return {
+        "seen": correct[~is_held].float().mean().item(),
+        "heldout": correct[is_held].float().mean().item(),
+        "all": result["top1"],
+        "classnames": classnames,
+        **{k: result[k] for k in ("per_class", "confusion", "predictions")},
+    }

@@ -1,0 +1,83 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmlib import toyworld as tw
+
+
+def test_a_sample_is_a_pure_function_of_seed_and_index():
+    a, b = tw.ShapesWorld(50, seed=4), tw.ShapesWorld(50, seed=4)
+    for i in (0, 7, 49):
+        assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
+    assert tw.ShapesWorld(50, seed=5)[7][1] != a[7][1] or not torch.equal(
+        tw.ShapesWorld(50, seed=5)[7][0], a[7][0]
+    )
+
+
+def test_held_out_pairs_cover_every_shape_and_colour():
+    shapes = {s for s, _ in tw.HELD_OUT_PAIRS}
+    colours = {c for _, c in tw.HELD_OUT_PAIRS}
+    assert shapes == set(tw.SHAPES) and colours == set(tw.COLOUR_NAMES)
+    assert len(tw.SHAPES) >= 6 and len(tw.COLOUR_NAMES) >= 8
+
+
+def test_held_out_pairs_never_appear_in_the_training_split():
+    held = set(tw.HELD_OUT_PAIRS)
+    kinds = set()
+    for i in range(3000):
+        scene = tw.sample_scene(0, i, "heldout")
+        kinds.add(scene.kind)
+        for o in scene.objects:
+            assert (o.shape, o.colour) not in held, scene.caption
+            assert o.colour in scene.caption and o.shape in scene.caption
+    assert kinds == {"single", "pair", "count"}
+
+
+def test_relations_and_counts_in_captions_match_the_picture():
+    for i in range(400):
+        scene = tw.sample_scene(1, i, "all")
+        if scene.kind == "pair":
+            a, b = scene.objects
+            expected = {"left of": a.x < b.x, "right of": a.x > b.x, "above": a.y < b.y,
+                        "below": a.y > b.y}[scene.relation]  # fmt: skip
+            assert expected, scene.caption
+        if scene.kind == "count":
+            word = scene.caption.split()[0]
+            assert tw.COUNT_WORDS[len(scene.objects)] == word
+
+
+def test_captions_are_english():
+    captions = {tw.sample_scene(2, i).caption for i in range(500)}
+    assert not any(" a orange" in c or c.startswith("a orange") for c in captions)
+    assert len(captions) > 100  # several phrasings, many scenes
+
+
+def test_dataset_items_and_collate():
+    world = tw.ShapesWorld(8, seed=0)
+    images, captions, attrs = next(iter(DataLoader(world, batch_size=4, collate_fn=tw.collate)))
+    assert images.shape == (4, 3, tw.IMAGE_SIZE, tw.IMAGE_SIZE)
+    assert 0 <= images.min() and images.max() <= 1
+    assert len(captions) == 4 and isinstance(captions[0], str) and "shape" in attrs[0]
+    pairs = tw.PairImages(per_pair=2)
+    image, label, attr = pairs[5]
+    assert tw.all_pairs()[label] == (attr["shape"], attr["colour"])
+
+
+def test_the_object_is_drawn_in_its_colour():
+    scene = tw.sample_scene(0, 0, "all", "single", pair=("square", "blue"))
+    image = tw.render(scene).astype(float)
+    o = scene.objects[0]
+    centre = image[int(o.y), int(o.x)]
+    assert torch.allclose(torch.tensor(centre), torch.tensor(tw.COLOURS["blue"], dtype=float),
+                          atol=2)  # fmt: skip
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="n must be"):
+        tw.ShapesWorld(0)
+    with pytest.raises(ValueError, match="split"):
+        tw.ShapesWorld(3, split="test")
+    with pytest.raises(ValueError, match="kind"):
+        tw.sample_scene(0, 0, kind="triple")
+    with pytest.raises(IndexError):
+        tw.ShapesWorld(3).scene(3)
