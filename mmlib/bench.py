@@ -144,7 +144,93 @@ def bench_embed(
     return figures
 
 
-BENCHES = {"embed": bench_embed}
+# ---------------------------------------------------------------------------------------------
+# bench train: time-to-accuracy of the tiny CLIP, and the trainer against a plain loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_child(variant: str, steps: int, batch_size: int) -> dict:
+    import open_clip
+    import torch
+
+    from mmlib import zoo
+    from mmlib.clip import tensor_transform
+    from mmlib.contrastive import ClipTrainConfig, ShapesBatches, train_clip
+
+    model, tokenizer = zoo.new_tiny_clip(0), zoo.tiny_tokenizer()
+    config = ClipTrainConfig(steps=steps, batch_size=batch_size, eval_every=0, warmup=2)
+    start = time.perf_counter()
+    if variant == "mmlib":
+        train_clip(model, tokenizer, config, progress=False, device="cpu")
+    else:
+        # A plain open_clip loop: same model, batches and optimiser settings, nothing else.
+        batches = ShapesBatches(config, tokenizer, tensor_transform(model))
+        loss_fn = open_clip.ClipLoss()
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+                                weight_decay=config.weight_decay)  # fmt: skip
+        model.train()
+        for step in range(steps):
+            images, tokens = batches.batch(step)
+            image_features, text_features, scale = model(images, tokens)
+            loss = loss_fn(image_features, text_features, scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - start
+    return {"variant": variant, "seconds": seconds, "samples_per_s": steps * batch_size / seconds}
+
+
+def _time_to_accuracy_child(steps: int, eval_every: int) -> dict:
+    from mmlib import zoo
+    from mmlib.contrastive import ClipTrainConfig, train_clip
+
+    base = zoo.TINY_CLIP_TRAINING
+    config = ClipTrainConfig(**{**base, "steps": steps, "eval_every": eval_every,
+                                "eval_per_pair": 20})  # fmt: skip
+    start = time.perf_counter()
+    history = train_clip(zoo.new_tiny_clip(0), zoo.tiny_tokenizer(), config, progress=False,
+                         device="cpu")  # fmt: skip
+    wall = time.perf_counter() - start
+    seconds = {r["step"]: r["seconds"] for r in history.records if "seconds" in r}
+    curve = [
+        {"step": r["step"] + 1, "seconds": seconds.get(r["step"]), "seen": r["zeroshot_seen"],
+         "heldout": r["zeroshot_heldout"]}
+        for r in history.records if "zeroshot_seen" in r
+    ]  # fmt: skip
+    return {"curve": curve, "wall_seconds": wall, "train_seconds": history.last("seconds")}
+
+
+def bench_train(quick: bool = False) -> dict:
+    """Measure the tiny CLIP's time-to-accuracy and the trainer's samples/s against a plain loop."""
+    import torch
+
+    steps = 60 if quick else None
+    from mmlib import zoo
+
+    full_steps = steps or zoo.TINY_CLIP_TRAINING["steps"]
+    tta = run_child(
+        "_time_to_accuracy_child", steps=full_steps, eval_every=max(10, full_steps // 8)
+    )
+    print(f"bench train (a): time to accuracy of the tiny CLIP on {torch.get_num_threads()} "
+          f"CPU threads, {full_steps} steps")  # fmt: skip
+    print(f"{'step':>6} {'train s':>8} {'seen':>6} {'held-out':>9}")
+    for row in tta["curve"]:
+        print(f"{row['step']:>6} {row['seconds']:>8.1f} {row['seen']:>6.3f} {row['heldout']:>9.3f}")
+    final = tta["curve"][-1]
+    print(f"final: {final['seen']:.3f} seen / {final['heldout']:.3f} held-out after "
+          f"{tta['train_seconds']:.0f} s of training ({tta['wall_seconds']:.0f} s wall with "
+          f"evaluations); goal >= 0.95 / >= 0.80 within 120 s")  # fmt: skip
+    speed_steps = 8 if quick else 40
+    runs = {v: run_child("_train_child", variant=v, steps=speed_steps, batch_size=128)
+            for v in ("plain", "mmlib")}  # fmt: skip
+    ratio = runs["mmlib"]["samples_per_s"] / runs["plain"]["samples_per_s"]
+    print(f"bench train (b): {speed_steps} steps of batch 128; plain open_clip loop "
+          f"{runs['plain']['samples_per_s']:.0f} samples/s, mmlib trainer "
+          f"{runs['mmlib']['samples_per_s']:.0f} samples/s: {ratio:.2f}x (goal >= 1.0)")  # fmt: skip
+    return {"time_to_accuracy": tta, "throughput_ratio": ratio, "runs": runs}
+
+
+BENCHES = {"embed": bench_embed, "train": bench_train}
 
 
 def main(argv: list[str] | None = None) -> None:

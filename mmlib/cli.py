@@ -25,6 +25,22 @@ def _parser() -> argparse.ArgumentParser:
     dl = zsub.add_parser("download", help="fetch the full profile's weights (or say how)")
     dl.add_argument("profile", choices=["full"])
 
+    train = sub.add_parser("train", help="train a model of the course")
+    tsub = train.add_subparsers(dest="model", required=True)
+    clip = tsub.add_parser("clip", help="train a tiny CLIP on the shapes world (torchrun-ready)")
+    from mmlib.contrastive import ClipTrainConfig
+
+    defaults = ClipTrainConfig()
+    clip.add_argument("--out", required=True, help="folder for checkpoints and the final model")
+    clip.add_argument("--steps", type=int, default=defaults.steps)
+    clip.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
+    clip.add_argument("--lr", type=float, default=defaults.lr)
+    clip.add_argument("--seed", type=int, default=defaults.seed)
+    clip.add_argument("--split", choices=["heldout", "all"], default=defaults.split)
+    clip.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    clip.add_argument("--workers", type=int, default=defaults.num_workers)
+    clip.add_argument("--device", default=None)
+
     bench = sub.add_parser("bench", help="measure speed and memory against a baseline")
     from mmlib.bench import BENCHES
 
@@ -53,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             zoo.prepare(args.profile)
         else:
             return 0 if zoo.download_full() else 1
+    elif args.command == "train":
+        from mmlib.contrastive import train_clip_command
+
+        train_clip_command(args)
     elif args.command == "bench":
         from mmlib.bench import BENCHES
 

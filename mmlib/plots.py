@@ -84,3 +84,31 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def training_curves(history, panels: Sequence[Sequence[str]], title: str | None = None):
+    """Return a figure with one panel per group of history keys, plotted against the step.
+
+    `history` is an mmlib.training.History or its list of records.
+    """
+    records = getattr(history, "records", history)
+    if not records:
+        raise ValueError("the history is empty: nothing to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, keys in zip(axes[0], panels, strict=True):
+        for k, key in enumerate(keys):
+            rows = [r for r in records if key in r]
+            if not rows:
+                raise ValueError(f"no record has {key!r}; keys: {sorted(records[-1])}")
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], styles[k % 4],
+                    marker="o" if len(rows) < 20 else None, label=key.replace("_", " "))  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_ylabel(", ".join(k.replace("_", " ") for k in keys))
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors.torch import save_file
 
 from mmlib import __version__
@@ -33,23 +34,18 @@ log = logging.getLogger(__name__)
 # Tiny models
 # ---------------------------------------------------------------------------------------------
 
+# A small ModifiedResNet image tower (convolutions see small shapes better than 8x8 patches,
+# at a fraction of a ViT's cost on a CPU) and a 3-layer text transformer.
 TINY_CLIP_CONFIG: dict = {
     "model_cfg": {
         "embed_dim": 128,
-        "vision_cfg": {
-            "image_size": 32,
-            "patch_size": 4,
-            "width": 128,
-            "head_width": 32,
-            "layers": 4,
-            "mlp_ratio": 4.0,
-        },
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
         "text_cfg": {
-            "context_length": 24,
+            "context_length": 16,
             "vocab_size": 49408,
             "width": 128,
             "heads": 4,
-            "layers": 4,
+            "layers": 3,
         },
     },
     "preprocess_cfg": {
@@ -60,6 +56,11 @@ TINY_CLIP_CONFIG: dict = {
         "resize_mode": "shortest",
     },
 }
+
+
+# How the tiny CLIPs are trained (fields of mmlib.contrastive.ClipTrainConfig).
+TINY_CLIP_TRAINING: dict = {"steps": 400, "batch_size": 128, "lr": 2e-3, "warmup": 40,
+                            "eval_every": 100}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -85,31 +86,85 @@ def model_key(name: str, config: dict, **parts) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def tiny_clip_dir(name: str = "tiny-clip", home: str | os.PathLike | None = None) -> Path:
-    """Return the local-dir folder of a tiny CLIP, making it first if it is not cached."""
+def tiny_train_config(name: str):
+    """Return the ClipTrainConfig that makes the tiny model `name`."""
+    from mmlib.contrastive import ClipTrainConfig
+
+    spec = TINY_MODELS[name]
+    return ClipTrainConfig(**{**TINY_CLIP_TRAINING, "seed": spec.seed, "split": spec.split})
+
+
+def tiny_clip_dir(
+    name: str = "tiny-clip", home: str | os.PathLike | None = None, train: bool = True
+) -> Path:
+    """Return the local-dir folder of a tiny CLIP, training and caching it on first use.
+
+    The folder name is a hash of the model config, the training config, the seed, the split
+    and mmlib's version: change any of them and a new model is trained. A file lock makes two
+    notebooks (or `mmlib zoo prepare` runs) wait for one training instead of both training.
+    With `train=False`, return an untrained model of the same config (for tests and demos).
+    """
     if name not in TINY_MODELS:
         raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
     spec = TINY_MODELS[name]
-    folder = cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **asdict(spec))
-    if not (folder / "open_clip_model.safetensors").is_file():
-        _write_untrained_clip(folder, name, spec)
-    info = json.loads((folder / "mmlib.json").read_text())
-    if not info.get("trained"):
-        log.warning(
-            "%s is UNTRAINED (random weights): its answers mean nothing yet. "
-            "`mmlib zoo prepare` trains it.",
-            name,
-        )
+    parts = {**asdict(spec), "training": asdict(tiny_train_config(name)), "trained": train}
+    folder = cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
+    if not (folder / "mmlib.json").is_file():
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "mmlib.json").is_file():  # another process may have made it
+                _make_tiny_clip(folder, name, train, home)
+    if not train:
+        log.warning("%s is UNTRAINED (random weights): its answers mean nothing.", name)
     return folder
 
 
-def _write_untrained_clip(folder: Path, name: str, spec: TinyClipSpec) -> None:
+def new_tiny_clip(seed: int = 0):
+    """Return a freshly initialised (untrained) CLIP of the tiny config, seeded."""
     import open_clip
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(seed)
     model = open_clip.CLIP(**deepcopy(TINY_CLIP_CONFIG["model_cfg"]))
-    info = {"name": name, "trained": False, "mmlib_version": __version__, **asdict(spec)}
+    model.visual.preprocess_cfg = dict(TINY_CLIP_CONFIG["preprocess_cfg"])
+    return model
+
+
+def tiny_tokenizer():
+    """Return the tokenizer of the tiny CLIPs: CLIP's BPE, cut to their context length."""
+    import open_clip
+
+    return open_clip.SimpleTokenizer(
+        context_length=TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
+    )
+
+
+def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
+    from mmlib.contrastive import train_clip
+    from mmlib.zeroshot import evaluate_shapes
+
+    spec = TINY_MODELS[name]
+    model = new_tiny_clip(spec.seed)
+    info = {"name": name, "trained": train, "mmlib_version": __version__, **asdict(spec)}
+    if train:
+        config = tiny_train_config(name)
+        tokenizer = tiny_tokenizer()
+        log.info("training %s (%s): %d steps, done once and cached", name, spec.purpose,
+                 config.steps)  # fmt: skip
+        runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
+        history = train_clip(model, tokenizer, config, folder=runs, device="cpu")
+        final = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device="cpu")
+        info.update(
+            steps=config.steps,
+            train_seconds=history.last("seconds"),
+            zeroshot_seen=final["seen"],
+            zeroshot_heldout=final["heldout"],
+            history=history.records,
+        )
     save_local_dir(folder, model, TINY_CLIP_CONFIG, info)
+
+
+def tiny_clip_info(name: str = "tiny-clip") -> dict:
+    """Return how a tiny CLIP was made: its training history and final zero-shot accuracy."""
+    return json.loads((tiny_clip_dir(name) / "mmlib.json").read_text())
 
 
 def save_local_dir(folder: Path, model: torch.nn.Module, config: dict, info: dict) -> Path:

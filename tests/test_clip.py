@@ -20,10 +20,15 @@ def _tiny_local_dir(folder, seed=0):
     return model
 
 
-def test_tiny_model_loads_untrained_and_says_so(tmp_home, caplog):
-    model, preprocess, tokenizer = load_clip("mmlib:tiny-clip", device="cpu")
+def untrained_tiny():
+    """The tiny config with random weights, through the same local-dir path (no training)."""
+    return load_clip(f"local-dir:{zoo.tiny_clip_dir('tiny-clip', train=False)}", device="cpu")
+
+
+def test_tiny_config_loads_untrained_and_says_so(tmp_home, caplog):
+    model, preprocess, tokenizer = untrained_tiny()
     assert "UNTRAINED" in caplog.text
-    assert tokenizer(["a red star"]).shape == (1, 24)
+    assert tokenizer(["a red star"]).shape == (1, 16)
     assert not model.training
 
 
@@ -106,7 +111,7 @@ def test_full_profile_tag_loads_from_a_hugging_face_cache_layout(tmp_path, monke
 
 
 def test_encode_images_gives_the_same_features_for_every_kind_of_input(tmp_home, tmp_path):
-    model, preprocess, _ = load_clip("mmlib:tiny-clip")
+    model, preprocess, _ = untrained_tiny()
     world = ShapesWorld(10, seed=3)
     pil = [render_image(world.scene(i)) for i in range(10)]
     paths = []
@@ -128,7 +133,7 @@ def test_encode_images_gives_the_same_features_for_every_kind_of_input(tmp_home,
 
 
 def test_encoding_nothing_or_the_wrong_thing_is_a_clear_error(tmp_home):
-    model, preprocess, tokenizer = load_clip("mmlib:tiny-clip")
+    model, preprocess, tokenizer = untrained_tiny()
     with pytest.raises(ValueError, match="images is empty"):
         encode_images(model, preprocess, [])
     with pytest.raises(ValueError, match="texts is empty"):

@@ -55,7 +55,7 @@ def test_training_logs_loss_temperature_accuracy_and_clamps_the_scale():
     assert model.logit_scale.item() <= contrastive.MAX_LOGIT_SCALE + 1e-6
     steps, losses = history.series("loss")
     assert steps == [0, 1, 2, 3] and all(v > 0 for v in losses)
-    assert history.last("temperature") >= 0.01 - 1e-6 and history.last("accuracy") is not None
+    assert history.last("temperature") >= 0.01 - 1e-6 and history.last("batch_accuracy") is not None
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):

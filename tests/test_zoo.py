@@ -8,13 +8,13 @@ from mmlib.clip import WeightsNotFoundError
 
 
 def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
-    folder = zoo.tiny_clip_dir("tiny-clip")
+    folder = zoo.tiny_clip_dir("tiny-clip", train=False)
     assert folder.parent == tmp_home / "models"
     assert {"open_clip_config.json", "open_clip_model.safetensors", "mmlib.json"} <= {
         p.name for p in folder.iterdir()
     }
     assert json.loads((folder / "open_clip_config.json").read_text()) == zoo.TINY_CLIP_CONFIG
-    assert zoo.tiny_clip_dir("judge-clip") != folder  # other seed, other key
+    assert zoo.tiny_clip_dir("judge-clip", train=False) != folder  # other seed, other key
     with pytest.raises(ValueError, match="not a tiny model"):
         zoo.tiny_clip_dir("huge-clip")
 
@@ -58,3 +58,43 @@ def test_example_images_come_with_matching_captions(tmp_home):
 def test_doctor_command_runs(tmp_home, capsys):
     assert main(["doctor"]) == 0
     assert "profile" in capsys.readouterr().out
+
+
+def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(zoo, "TINY_CLIP_TRAINING", {**zoo.TINY_CLIP_TRAINING, "steps": 2,
+                                                    "batch_size": 8, "eval_every": 0})  # fmt: skip
+    calls = []
+    real = zoo._make_tiny_clip
+    monkeypatch.setattr(zoo, "_make_tiny_clip", lambda *a: (calls.append(a), real(*a)))
+    folders = []
+    threads = [threading.Thread(target=lambda: folders.append(zoo.tiny_clip_dir("tiny-clip")))
+               for _ in range(2)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and folders[0] == folders[1]
+    info = json.loads((folders[0] / "mmlib.json").read_text())
+    assert info["trained"] and info["steps"] == 2 and "zeroshot_heldout" in info
+
+
+def test_the_prepared_tiny_clip_learned_the_shapes_world(tiny_clip):
+    """The course's tiny CLIP (trained by `mmlib zoo prepare`) really recognises shapes."""
+    info = zoo.tiny_clip_info("tiny-clip")
+    assert info["trained"] and info["split"] == "heldout"
+    assert info["zeroshot_seen"] >= 0.9 and info["zeroshot_heldout"] >= 0.7
+    judge = zoo.tiny_clip_info("judge-clip")
+    assert judge["split"] == "all" and judge["seed"] != info["seed"]
+    assert judge["zeroshot_seen"] >= 0.9
+
+
+def test_train_clip_command_writes_a_loadable_model(tmp_path, capsys):
+    from mmlib.clip import load_clip
+
+    code = main(["train", "clip", "--out", str(tmp_path / "run"), "--steps", "3",
+                 "--batch-size", "8", "--eval-every", "0", "--workers", "0"])  # fmt: skip
+    assert code == 0 and "held-out" in capsys.readouterr().out
+    model = load_clip(f"local-dir:{tmp_path / 'run' / 'model'}").model
+    assert model.visual.image_size == (32, 32) or model.visual.image_size == 32
