@@ -191,9 +191,8 @@ def _time_to_accuracy_child(steps: int, eval_every: int) -> dict:
     history = train_clip(zoo.new_tiny_clip(0), zoo.tiny_tokenizer(), config, progress=False,
                          device="cpu")  # fmt: skip
     wall = time.perf_counter() - start
-    seconds = {r["step"]: r["seconds"] for r in history.records if "seconds" in r}
     curve = [
-        {"step": r["step"] + 1, "seconds": seconds.get(r["step"]), "seen": r["zeroshot_seen"],
+        {"step": r["step"] + 1, "seconds": r["seconds"], "seen": r["zeroshot_seen"],
          "heldout": r["zeroshot_heldout"]}
         for r in history.records if "zeroshot_seen" in r
     ]  # fmt: skip

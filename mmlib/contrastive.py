@@ -249,7 +249,8 @@ def train_clip(
             model.eval()
             zs = evaluate_shapes(model, None, tokenizer, per_pair=config.eval_per_pair, device=dev)
             model.train()
-            history.log(step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"])
+            history.log(step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"],
+                        seconds=seconds)  # fmt: skip
         if (
             rank == 0
             and folder is not None

@@ -60,3 +60,34 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageLoadError(f"{str(p)!r} is not an image file Pillow can read") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"{str(p)!r} could not be read as an image: {err}") from err
+
+
+# The photographs that ship inside scikit-image's wheel, with a caption each (as in OpenAI's
+# "Interacting with CLIP" notebook). Loaded through skimage.data functions: no download.
+SAMPLE_PHOTOS = {
+    "astronaut": "a portrait of an astronaut with the American flag",
+    "chelsea": "a facial photo of a tabby cat",
+    "coffee": "a cup of coffee on a saucer",
+    "rocket": "a rocket standing on a launchpad",
+    "motorcycle": "a red motorcycle standing in a garage",
+    "horse": "a black-and-white silhouette of a horse",
+    "camera": "a person looking at a camera on a tripod",
+    "page": "a page of text about segmentation",
+}
+
+
+def sample_photos(names=None) -> dict[str, Image.Image]:
+    """Return {name: RGB PIL image} for scikit-image's sample photographs (see SAMPLE_PHOTOS)."""
+    from skimage import data
+
+    names = list(SAMPLE_PHOTOS) if names is None else list(names)
+    unknown = [n for n in names if n not in SAMPLE_PHOTOS]
+    if unknown:
+        raise ValueError(f"unknown sample photos {unknown}; known: {list(SAMPLE_PHOTOS)}")
+    photos = {}
+    for name in names:
+        arr = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        if arr.dtype == bool:  # the horse is a binary silhouette
+            arr = (~arr * 255).astype(np.uint8)
+        photos[name] = to_rgb(Image.fromarray(arr))
+    return photos

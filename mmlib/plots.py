@@ -112,3 +112,26 @@ def training_curves(history, panels: Sequence[Sequence[str]], title: str | None 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str = "",
+                     image=None):  # fmt: skip
+    """Return a horizontal bar chart of class probabilities (best on top), with the image beside."""
+    if len(labels) != len(probs) or not labels:
+        raise ValueError(f"need one probability per label, got {len(labels)} and {len(probs)}")
+    order = np.argsort(probs)
+    ncols = 2 if image is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(3 * ncols + 2, 0.4 * len(labels) + 1.2),
+                             squeeze=False, gridspec_kw={"width_ratios": [1, 2][-ncols:]})  # fmt: skip
+    if image is not None:
+        axes[0, 0].imshow(_thumb(image))
+        axes[0, 0].axis("off")
+    ax = axes[0, -1]
+    ax.barh([labels[i] for i in order], [probs[i] for i in order], color="#0072B2")
+    for y, i in enumerate(order):
+        ax.text(min(probs[i] + 0.01, 0.9), y, f"{probs[i]:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    ax.set_title(title or "Zero-shot class probabilities")
+    fig.tight_layout()
+    return fig

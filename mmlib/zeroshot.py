@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from importlib import resources
 
 import torch
 import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from mmlib.clip import encode_images, encode_texts
+from mmlib.toyworld import article as _article
 
 Template = str | Callable[[str], str]
-
-
-def _article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
 
 # Shapes-world templates: classes are "red star"; callables get the article right ("an orange").
 SHAPES_TEMPLATES: tuple[Template, ...] = (
@@ -22,6 +21,30 @@ SHAPES_TEMPLATES: tuple[Template, ...] = (
     lambda c: f"a picture of {_article(c)}",
     lambda c: f"one {c}",
 )
+TEMPLATES: dict[str, tuple[Template, ...]] = {
+    "class name only": ("{}",),
+    "a photo of a {}": ("a photo of a {}.",),
+    "shapes world (3)": SHAPES_TEMPLATES,
+    "OpenCLIP's 7": tuple(SIMPLE_IMAGENET_TEMPLATES),  # open_clip's zero_shot_metadata
+    "OpenAI's 80": tuple(OPENAI_IMAGENET_TEMPLATES),  # the CLIP paper's ImageNet ensemble
+}
+
+
+def cifar100_classnames() -> list[str]:
+    """Return the 100 CIFAR-100 class names (they ship with mmlib; no data-set download)."""
+    text = resources.files("mmlib").joinpath("data/cifar100_classes.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def parse_labels(text: str) -> list[str]:
+    """Return the labels in a comma-separated string, stripped; refuse empty lists and duplicates."""
+    labels = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not labels:
+        raise ValueError("no labels: type at least one, separated by commas (e.g. 'cat, dog')")
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"labels {dupes} appear more than once: name each class once")
+    return labels
 
 
 def _fill(template: Template, classname: str) -> str:
@@ -91,6 +114,85 @@ def evaluate(
         "confusion": confusion,
         "predictions": top[:, 0],
     }
+
+
+def classify(
+    model: torch.nn.Module,
+    preprocess,
+    images,
+    classifier: torch.Tensor,
+    classnames: Sequence[str] | None = None,
+    top_k: int = 5,
+    logit_scale: float | None = None,
+    device=None,
+) -> dict:
+    """Return class probabilities (N, C) and each image's top-k [(class, probability), ...].
+
+    Probabilities are softmax(logit_scale * cosine); `logit_scale` defaults to the model's own
+    learned value (100 for CLIP: cosines lie in [-1, 1], too close together for a softmax).
+    """
+    if classnames is not None and len(classnames) != classifier.shape[1]:
+        raise ValueError(
+            f"{len(classnames)} classnames for {classifier.shape[1]} classifier columns"
+        )
+    if logit_scale is None:
+        logit_scale = model.logit_scale.exp().item()
+    feats = encode_images(model, preprocess, images, device=device, progress=False)
+    probs = (logit_scale * feats @ classifier).softmax(dim=-1)
+    top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
+    names = classnames or [str(k) for k in range(classifier.shape[1])]
+    return {
+        "probs": probs,
+        "top_k": [
+            [(names[j], p) for j, p in zip(idx.tolist(), val.tolist(), strict=True)]
+            for idx, val in zip(top.indices, top.values, strict=True)
+        ],  # fmt: skip
+    }
+
+
+def classify_labels(model, preprocess, tokenizer, image, labels: str | Sequence[str],
+                    templates: Sequence[Template] = ("a photo of a {}.",)) -> list[tuple[str, float]]:  # fmt: skip
+    """Return [(label, probability)] for one image and labels ("cat, dog" or a list), best first."""
+    labels = parse_labels(labels) if isinstance(labels, str) else parse_labels(",".join(labels))
+    classifier = build_classifier(model, tokenizer, labels, templates)
+    return classify(model, preprocess, [image], classifier, labels, top_k=len(labels))["top_k"][0]
+
+
+def compare_templates(model, preprocess, tokenizer, template_sets: dict | None = None,
+                      per_pair: int = 10) -> dict:  # fmt: skip
+    """Return the shapes-world zero-shot accuracy (seen, held-out) for each set of templates."""
+    sets = template_sets or TEMPLATES
+    return {name: {k: v for k, v in evaluate_shapes(model, preprocess, tokenizer, per_pair,
+                                                    templates=t).items()
+                   if k in ("seen", "heldout", "all")}
+            for name, t in sets.items()}  # fmt: skip
+
+
+def linear_probe(model, preprocess, shots: Sequence[int] = (1, 4, 16), per_pair: int = 10,
+                 seed: int = 0) -> dict[int, float]:  # fmt: skip
+    """Return the accuracy of logistic regression on image embeddings with k examples per class,
+    for each k in `shots`, on the same test images as the zero-shot protocol (all 48 classes)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mmlib import toyworld
+
+    if not shots or min(shots) < 1:
+        raise ValueError(f"shots must be positive numbers of examples per class, got {shots}")
+    pairs = toyworld.all_pairs()
+    test = toyworld.PairImages(pairs, per_pair=per_pair, seed=1234)
+    test_x = encode_images(model, preprocess, test, progress=False).numpy()
+    test_y = [test.labels[i // per_pair] for i in range(len(test))]
+    train_all = toyworld.PairImages(pairs, per_pair=max(shots), seed=777 + seed)
+    train_x = encode_images(model, preprocess, train_all, progress=False).numpy()
+    result = {}
+    for k in shots:
+        rows = [c * max(shots) + j for c in range(len(pairs)) for j in range(k)]
+        probe = LogisticRegression(C=10.0, max_iter=2000)
+        with warnings.catch_warnings():  # 1 example per class looks like regression to sklearn
+            warnings.simplefilter("ignore", UserWarning)
+            probe.fit(train_x[rows], [train_all.labels[r // max(shots)] for r in rows])
+        result[k] = float((probe.predict(test_x) == test_y).mean())
+    return result
 
 
 def evaluate_shapes(

@@ -351,27 +351,18 @@ def get_clip(profile: str | None = None, device=None):
     return load_clip("mmlib:tiny-clip", device=device)
 
 
-EXAMPLE_PHOTOS = {  # scikit-image ships these photographs inside its wheel
-    "astronaut": "an astronaut in a spacesuit",
-    "coffee": "a cup of coffee",
-    "chelsea": "a photo of a cat",
-    "rocket": "a rocket on a launch pad",
-}
-
-
 def example_images(profile: str | None = None, n: int = 4):
     """Return (images, captions): shapes-world scenes for tiny, scikit-image photos for full."""
     if get_profile(profile) == "full":
-        from PIL import Image
-        from skimage import data
+        from mmlib.images import SAMPLE_PHOTOS, sample_photos
 
-        names = list(EXAMPLE_PHOTOS)[:n]
-        images = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in names]
-        return images, [EXAMPLE_PHOTOS[name] for name in names]
+        photos = sample_photos(list(SAMPLE_PHOTOS)[:n])
+        return list(photos.values()), [SAMPLE_PHOTOS[name] for name in photos]
     from mmlib import toyworld
 
     pairs = [("star", "red"), ("circle", "blue"), ("heart", "yellow"), ("square", "green"),
-             ("cross", "white"), ("triangle", "orange")][:n]  # fmt: skip
+             ("cross", "white"), ("triangle", "orange"), ("star", "pink"),
+             ("circle", "purple")][:n]  # fmt: skip
     images = [
         toyworld.render_image(toyworld.sample_scene(7, i, "all", "single", pair=pair))
         for i, pair in enumerate(pairs)

@@ -51,3 +51,13 @@ def test_unreadable_files_raise_a_clear_error_naming_the_file(tmp_path, content)
     path.write_bytes(content)
     with pytest.raises(ImageLoadError, match="broken.png"):
         load_image(path)
+
+
+def test_scikit_image_sample_photos_load_as_rgb():
+    from mmlib.images import SAMPLE_PHOTOS, sample_photos
+
+    photos = sample_photos()
+    assert list(photos) == list(SAMPLE_PHOTOS) and len(photos) == 8
+    assert all(p.mode == "RGB" and min(p.size) > 100 for p in photos.values())
+    with pytest.raises(ValueError, match="unknown sample photos"):
+        sample_photos(["lena"])
