@@ -229,7 +229,121 @@ def bench_train(quick: bool = False) -> dict:
     return {"time_to_accuracy": tta, "throughput_ratio": ratio, "runs": runs}
 
 
-BENCHES = {"embed": bench_embed, "train": bench_train}
+# ---------------------------------------------------------------------------------------------
+# bench search: exact top-k vs the naive way vs FAISS, against the memory-bandwidth floor
+# ---------------------------------------------------------------------------------------------
+
+
+def clustered_unit_vectors(n: int, dim: int = 512, clusters: int = 1000, spread: float = 0.6,
+                           seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Return (n, dim) float16 unit vectors in clusters, like real CLIP embeddings (not noise)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), dtype=np.float16)
+    for start in range(0, n, 65536):
+        m = min(65536, n - start)
+        x = centres[rng.integers(0, clusters, m)]
+        x = x + spread * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def _timed(fn, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bench_search(quick: bool = False, n: int | None = None, dim: int = 512) -> dict:
+    """Measure top-10 query latency: mmlib's exact search, the naive way and FAISS, with FAISS's
+    recall@10 and the time to read the matrix once (the memory-bandwidth floor)."""
+    import torch
+
+    from mmlib.search import FaissSearcher, exact_topk, recall_at_k
+
+    n = n or (100_000 if quick else 1_000_000)
+    data = clustered_unit_vectors(n, dim)
+    matrix = torch.from_numpy(data)
+    rng = np.random.default_rng(1)
+    queries = data[rng.integers(0, n, 20)].astype(np.float32)
+    queries += 0.3 * rng.standard_normal(queries.shape).astype(np.float32) / np.sqrt(dim)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    q_t = torch.from_numpy(queries)
+    floor, _ = _timed(lambda: data.view(np.int16).max(), 5)
+    exact_s, exact = _timed(lambda: [exact_topk(matrix, q, 10)[1] for q in q_t], 3)
+    exact_s /= len(q_t)
+
+    def naive(q):  # numpy dot product, then a full Python sort
+        scores = data @ q.astype(np.float16)
+        return sorted(range(n), key=lambda i: -scores[i])[:10]
+
+    naive_s, _ = _timed(lambda: naive(queries[0]), 1)
+    start = time.perf_counter()
+    faiss_index = FaissSearcher(data)
+    build_s = time.perf_counter() - start
+    faiss_s, (_, approx) = _timed(lambda: faiss_index.search(queries, 10), 3)
+    faiss_s /= len(queries)
+    single_s, _ = _timed(lambda: [faiss_index.search(q, 10) for q in queries], 1)
+    single_s /= len(queries)
+    recall = recall_at_k(approx, torch.stack(exact))
+    mb = data.nbytes / 1e6
+    print(f"bench search: top-10 over {n:,} x {dim} float16 clustered unit vectors ({mb:.0f} MB), "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    rows = [("read the matrix once (floor)", floor), ("mmlib exact (torch fp16 + topk)", exact_s),
+            ("naive (numpy dot + Python sort)", naive_s),
+            (f"FAISS IVF (nlist {faiss_index.index.nlist}, nprobe {faiss_index.index.nprobe})",
+             single_s)]  # fmt: skip
+    for name, sec in rows:
+        print(f"  {name:<44} {sec * 1000:10.2f} ms/query")
+    figures = {
+        "exact_vs_naive": naive_s / exact_s,
+        "exact_vs_floor": exact_s / floor,
+        "faiss_recall_at_10": recall,
+        "faiss_vs_exact": exact_s / single_s,
+        "faiss_build_s": build_s,
+        "n": n,
+    }
+    print(f"exact is {figures['exact_vs_naive']:.0f}x faster than naive (goal >= 20x) and "
+          f"{figures['exact_vs_floor']:.2f}x the bandwidth floor (goal <= 2x)\n"
+          f"FAISS: recall@10 {recall:.3f} (goal >= 0.95), {figures['faiss_vs_exact']:.1f}x the "
+          f"speed of exact (goal >= 10x); built in {build_s:.1f} s")  # fmt: skip
+    figures["indexing"] = _bench_indexing(128 if quick else 1000)
+    return figures
+
+
+def _bench_indexing(n: int) -> dict:
+    """Indexing throughput against encode_images alone on the same files (bookkeeping cost)."""
+    result = run_child("_indexing_child", n=n)
+    ratio = result["index_per_s"] / result["encode_per_s"]
+    print(f"indexing {n} images: {result['index_per_s']:.0f} img/s, encode_images alone "
+          f"{result['encode_per_s']:.0f} img/s: {ratio:.2f}x (goal >= 0.90)")  # fmt: skip
+    return {**result, "ratio": ratio}
+
+
+def _indexing_child(n: int) -> dict:
+    from mmlib import toyworld
+    from mmlib.clip import encode_images, load_clip
+    from mmlib.images import scan_images
+    from mmlib.search import ImageIndex
+
+    clip = load_clip("mmlib:tiny-clip", device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        toyworld.save_scenes(folder, n, seed=5, progress=False)
+        paths = scan_images(folder)
+        encode_images(clip.model, clip.preprocess, paths[:64], progress=False)  # warm-up
+        encode_s, _ = _timed(lambda: encode_images(clip.model, clip.preprocess, paths,
+                                                   progress=False), 1)  # fmt: skip
+        index = ImageIndex(Path(tmp) / "idx", clip)
+        index_s, _ = _timed(lambda: index.build(folder, progress=False), 1)
+    return {"encode_per_s": n / encode_s, "index_per_s": n / index_s}
+
+
+BENCHES = {"embed": bench_embed, "train": bench_train, "search": bench_search}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument("--workers", type=int, default=defaults.num_workers)
     clip.add_argument("--device", default=None)
 
+    search = sub.add_parser("search", help="index a folder of images and search it")
+    ssub = search.add_subparsers(dest="search_command", required=True)
+    index = ssub.add_parser("index", help="index (or update the index of) a folder of images")
+    index.add_argument("folder")
+    query = ssub.add_parser("query", help="search the index with a text (or an image path)")
+    query.add_argument(
+        "text", nargs="+", help="the query; weighted: 'a beach:1, a sunset:1, people:-1'"
+    )
+    query.add_argument("-k", type=int, default=10, help="how many results")
+    query.add_argument("--sheet", default=None, help="also write a PNG contact sheet here")
+    for p_ in (index, query):
+        p_.add_argument("--index", default=None, help="index folder (default MMLIB_HOME/search)")
+        p_.add_argument("--profile", default=None, help="tiny or full (the model to use)")
+
     bench = sub.add_parser("bench", help="measure speed and memory against a baseline")
     from mmlib.bench import BENCHES
 
@@ -73,12 +87,37 @@ def main(argv: list[str] | None = None) -> int:
         from mmlib.contrastive import train_clip_command
 
         train_clip_command(args)
+    elif args.command == "search":
+        return _search(args)
     elif args.command == "bench":
         from mmlib.bench import BENCHES
 
         names = sorted(BENCHES) if args.name == "all" else [args.name]
         for name in names:
             BENCHES[name](quick=args.quick)
+    return 0
+
+
+def _search(args) -> int:
+    from pathlib import Path
+
+    from mmlib import zoo
+    from mmlib.env import cache_dir
+    from mmlib.search import ImageIndex, contact_sheet, parse_query
+
+    root = Path(args.index) if args.index else cache_dir() / "search"
+    index = ImageIndex(root, zoo.get_clip(args.profile))
+    if args.search_command == "index":
+        index.build(args.folder)
+        print(f"index in {root}: {len(index)} images")
+        return 0
+    hits = index.search(parse_query(" ".join(args.text)), k=args.k)
+    width = max(len(h.path) for h in hits) if hits else 4
+    print(f"{'rank':>4}  {'score':>6}  path")
+    for h in hits:
+        print(f"{h.rank + 1:>4}  {h.score:6.3f}  {h.path:<{width}}")
+    if args.sheet:
+        print(f"contact sheet: {contact_sheet(hits, args.sheet, title=' '.join(args.text))}")
     return 0
 
 

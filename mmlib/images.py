@@ -36,11 +36,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+MAX_PIXELS = 100_000_000  # larger images are refused as possible decompression bombs
+
+
+def scan_images(folder: str | os.PathLike) -> list[Path]:
+    """Return the image files under `folder` (recursively, sorted), ignoring hidden files and
+    folders and files whose suffix is not an image's."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder at {str(root)!r}")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Return the image at `path` as an upright RGB PIL image (EXIF orientation applied).
 
     Raises FileNotFoundError when there is no file and ImageLoadError (a ValueError) naming
-    the file when it is not a readable image.
+    the file when it is not a readable image, is truncated, or has more than `max_pixels`
+    pixels (a decompression bomb: a small file that would fill the memory when decoded).
     """
     p = Path(path)
     if not p.exists():
@@ -51,9 +70,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageLoadError(f"{str(p)!r} is empty (0 bytes), not an image")
     try:
         with Image.open(p) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageLoadError(
+                    f"{str(p)!r} is {img.width}x{img.height} pixels, more than max_pixels="
+                    f"{max_pixels}: refused as a possible decompression bomb"
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except ImageLoadError:
+        raise
     except Image.DecompressionBombError as err:
         raise ImageLoadError(f"{str(p)!r} is too large to decode safely ({err})") from err
     except UnidentifiedImageError as err:

@@ -344,3 +344,26 @@ def collate(batch):
     images, second, attrs = zip(*batch, strict=True)
     second = torch.tensor(second) if isinstance(second[0], int) else list(second)
     return torch.stack(images), second, list(attrs)
+
+
+def save_scenes(folder, n: int, seed: int = 0, split: str = "all", kind: str | None = "single",
+                progress: bool = True) -> dict[str, dict]:  # fmt: skip
+    """Write `n` scenes as PNG files into `folder` (named colour_shape_index.png) and their
+    attributes into folder/labels.json; return {file name: attributes}. Existing files are kept."""
+    import json
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for i in tqdm(range(n), desc="write scenes", disable=not progress, leave=False):
+        scene = sample_scene(seed, i, split, kind)
+        attrs = scene.attributes()
+        name = f"{attrs['colour']}_{attrs['shape']}_{i:05d}.png"
+        if not (folder / name).exists():
+            render_image(scene).save(folder / name)
+        labels[name] = {**attrs, "caption": scene.caption}
+    (folder / "labels.json").write_text(json.dumps(labels))
+    return labels

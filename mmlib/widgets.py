@@ -80,3 +80,45 @@ class ZeroShotWidget:
 
     def _ipython_display_(self) -> None:
         display(self.widget())
+
+
+class SearchWidget:
+    """A text box and a gallery of the best-matching images with their scores."""
+
+    def __init__(self, index, k: int = 8, thumb: int = 96):
+        self.index, self.thumb = index, thumb
+        self.query = W.Text(placeholder="a purple star", description="search",
+                            layout=W.Layout(width="60%"), continuous_update=False)  # fmt: skip
+        self.k = W.IntSlider(value=k, min=1, max=32, description="results")
+        self.button = W.Button(description="Search", button_style="primary")
+        self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.message = W.HTML()
+        self.hits = []
+        self.button.on_click(lambda _: self.search())
+        self.query.observe(lambda _: self.search(), names="value")  # Enter in the box searches
+
+    def search(self):
+        """Run the query in the text box; fill the gallery and return the hits."""
+        try:
+            self.hits = self.index.search(self.query.value, k=self.k.value)
+        except ValueError as err:
+            self.hits, self.gallery.children = [], ()
+            self.message.value = f"<b>{err}</b>"
+            return []
+        cards = []
+        for h in self.hits:
+            buf = io.BytesIO()
+            load_thumb = Image.open(h.path).convert("RGB").resize((self.thumb, self.thumb))
+            load_thumb.save(buf, format="PNG")
+            cards.append(W.VBox([W.Image(value=buf.getvalue(), format="png"),
+                                 W.Label(f"#{h.rank + 1}  {h.score:.3f}")]))  # fmt: skip
+        self.gallery.children = tuple(cards)
+        self.message.value = f"{len(self.hits)} results for <i>{self.query.value}</i>"
+        return self.hits
+
+    def widget(self) -> W.Widget:
+        """Return the widget to display."""
+        return W.VBox([W.HBox([self.query, self.k, self.button]), self.message, self.gallery])
+
+    def _ipython_display_(self) -> None:
+        display(self.widget())
