@@ -343,7 +343,47 @@ def _indexing_child(n: int) -> dict:
     return {"encode_per_s": n / encode_s, "index_per_s": n / index_s}
 
 
-BENCHES = {"embed": bench_embed, "train": bench_train, "search": bench_search}
+# ---------------------------------------------------------------------------------------------
+# bench vqgan: time-to-quality of the tiny VQGAN
+# ---------------------------------------------------------------------------------------------
+
+
+def _vqgan_child(steps: int, eval_every: int, disc_start: int) -> dict:
+    import torch
+
+    from mmlib import vqgan
+
+    config = vqgan.VQGANTrainConfig(steps=steps, eval_every=eval_every, disc_start=disc_start)
+    torch.manual_seed(config.seed)
+    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
+    start = time.perf_counter()
+    history = vqgan.train_vqgan(model, config, progress=False)
+    wall = time.perf_counter() - start
+    curve = [{"step": r["step"] + 1, "seconds": r["seconds"], "psnr": r["psnr"],
+              "codebook_used": r["codebook_used"]} for r in history.records if "psnr" in r]  # fmt: skip
+    return {"curve": curve, "wall_seconds": wall}
+
+
+def bench_vqgan(quick: bool = False) -> dict:
+    """Measure the tiny VQGAN's PSNR on held-out images against seconds of training (2 CPUs)."""
+    from mmlib.vqgan import VQGANTrainConfig
+
+    default = VQGANTrainConfig()
+    steps = 40 if quick else default.steps
+    result = run_child("_vqgan_child", steps=steps, eval_every=max(10, steps // 8),
+                       disc_start=steps // 2 if quick else default.disc_start)  # fmt: skip
+    print(f"bench vqgan: tiny VQGAN, {steps} steps of batch {default.batch_size}")
+    print(f"{'step':>6} {'train s':>8} {'PSNR dB':>8} {'codes used':>11}")
+    for r in result["curve"]:
+        print(f"{r['step']:>6} {r['seconds']:>8.1f} {r['psnr']:>8.2f} {r['codebook_used']:>11.0%}")
+    final = result["curve"][-1]
+    print(f"final: {final['psnr']:.2f} dB, {final['codebook_used']:.0%} of the codebook after "
+          f"{final['seconds']:.0f} s (goal >= 26 dB and >= 50% within 300 s)")  # fmt: skip
+    return result
+
+
+BENCHES = {"embed": bench_embed, "train": bench_train, "search": bench_search,
+           "vqgan": bench_vqgan}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

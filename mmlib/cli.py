@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument("--workers", type=int, default=defaults.num_workers)
     clip.add_argument("--device", default=None)
 
+    vq = tsub.add_parser("vqgan", help="train a tiny VQGAN on the shapes world")
+    vq.add_argument("--out", required=True, help="folder for checkpoints and the final model")
+    vq.add_argument("--steps", type=int, default=None)
+    vq.add_argument("--seed", type=int, default=0)
+
     search = sub.add_parser("search", help="index a folder of images and search it")
     ssub = search.add_subparsers(dest="search_command", required=True)
     index = ssub.add_parser("index", help="index (or update the index of) a folder of images")
@@ -83,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             zoo.prepare(args.profile)
         else:
             return 0 if zoo.download_full() else 1
+    elif args.command == "train" and args.model == "vqgan":
+        from mmlib.vqgan import train_vqgan_command
+
+        train_vqgan_command(args)
     elif args.command == "train":
         from mmlib.contrastive import train_clip_command
 

@@ -372,6 +372,8 @@ class _ImageSource(Dataset):
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item)
         if isinstance(item, Image.Image):
+            if self.preprocess is None:  # no PIL pipeline given: resize/normalise as tensors
+                return self.tensor_tf(TF.to_tensor(item.convert("RGB")))
             return self.preprocess(item)
         if isinstance(item, torch.Tensor):
             if item.ndim != 3:

@@ -135,3 +135,30 @@ def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str =
     ax.set_title(title or "Zero-shot class probabilities")
     fig.tight_layout()
     return fig
+
+
+def token_grid(image, indices, title: str = "The token grid", annotate: bool = True):
+    """Return a figure of `image` with the VQGAN token grid drawn over it and each token's index."""
+    arr = _thumb(image)
+    idx = np.asarray(indices.detach().cpu() if isinstance(indices, torch.Tensor) else indices)
+    if idx.ndim != 2:
+        raise ValueError(f"indices must be a 2-D token grid, got shape {idx.shape}")
+    h, w = arr.shape[:2]
+    gh, gw = idx.shape
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(arr, extent=(0, w, h, 0), interpolation="nearest")
+    for k in range(1, gw):
+        ax.axvline(k * w / gw, color="white", lw=0.8, alpha=0.8)
+    for k in range(1, gh):
+        ax.axhline(k * h / gh, color="white", lw=0.8, alpha=0.8)
+    if annotate:
+        for r in range(gh):
+            for c in range(gw):
+                ax.text((c + 0.5) * w / gw, (r + 0.5) * h / gh, str(idx[r, c]), ha="center",
+                        va="center", fontsize=7, color="white",
+                        bbox={"facecolor": "black", "alpha": 0.45, "pad": 0.5, "lw": 0})  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -125,7 +125,7 @@ def read_step(folder: str | os.PathLike) -> int | None:
 def save_checkpoint(
     folder: str | os.PathLike,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None,
     step: int,
     config: dict,
     history: History,
@@ -139,7 +139,14 @@ def save_checkpoint(
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))  # fmt: skip
-    opt_tensors, opt_plain = _split_optimizer(optimizer) if optimizer else ({}, None)
+    optimizers = (
+        optimizer if isinstance(optimizer, (list, tuple)) else [optimizer] if optimizer else []
+    )
+    opt_tensors, opt_plain = {}, []
+    for k, opt in enumerate(optimizers):  # a GAN has two optimizers
+        tensors, plain = _split_optimizer(opt)
+        opt_tensors.update({f"opt{k}.{name}": t for name, t in tensors.items()})
+        opt_plain.append(plain)
     opt_tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -157,7 +164,7 @@ def save_checkpoint(
 def load_checkpoint(
     folder: str | os.PathLike,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None,
     config: dict | None = None,
 ) -> tuple[int, History]:
     """Load a checkpoint into `model` (and `optimizer`, RNG); return (step, history).
@@ -188,8 +195,13 @@ def load_checkpoint(
             f"the checkpoint in {str(folder)!r} does not fit this model: {str(err).splitlines()[0]}"
         ) from err
     tensors = load_file(str(folder / "optimizer.safetensors"))
-    if optimizer is not None and state["optimizer"] is not None:
-        optimizer.load_state_dict(_join_optimizer(tensors, state["optimizer"]))
+    optimizers = (
+        optimizer if isinstance(optimizer, (list, tuple)) else [optimizer] if optimizer else []
+    )
+    for k, opt in enumerate(optimizers):
+        prefix = f"opt{k}."
+        mine = {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
+        opt.load_state_dict(_join_optimizer(mine, state["optimizer"][k]))
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

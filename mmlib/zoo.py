@@ -109,13 +109,18 @@ def tiny_clip_dir(
     spec = TINY_MODELS[name]
     parts = {**asdict(spec), "training": asdict(tiny_train_config(name)), "trained": train}
     folder = cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
-    if not (folder / "mmlib.json").is_file():
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "mmlib.json").is_file():  # another process may have made it
-                _make_tiny_clip(folder, name, train, home)
+    _make_once(folder, lambda: _make_tiny_clip(folder, name, train, home))
     if not train:
         log.warning("%s is UNTRAINED (random weights): its answers mean nothing.", name)
     return folder
+
+
+def _make_once(folder: Path, make) -> None:
+    """Run `make()` unless `folder` is complete; a file lock lets one process do it at a time."""
+    if not (folder / "mmlib.json").is_file():
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "mmlib.json").is_file():  # another process may have made it
+                make()
 
 
 def new_tiny_clip(seed: int = 0):
@@ -162,26 +167,155 @@ def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
     save_local_dir(folder, model, TINY_CLIP_CONFIG, info)
 
 
+def tiny_vqgan_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of the tiny VQGAN (config + safetensors), training it on first use."""
+    from mmlib import vqgan
+
+    config = vqgan.VQGANTrainConfig()
+    folder = cache_dir(home) / "models" / model_key("tiny-vqgan", vqgan.TINY_VQGAN,
+                                                    training=asdict(config))  # fmt: skip
+    _make_once(folder, lambda: _make_tiny_vqgan(folder, config, home))
+    return folder
+
+
+def _make_tiny_vqgan(folder: Path, config, home) -> None:
+    from mmlib import vqgan
+
+    torch.manual_seed(config.seed)
+    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
+    log.info("training the tiny VQGAN: %d steps, done once and cached", config.steps)
+    runs = cache_dir(home) / "runs" / folder.name
+    before = {}  # the model just before the discriminator joins, for notebook 04
+    history = vqgan.train_vqgan(model, config, folder=runs,
+                                on_disc_start=lambda m: before.update(_weights(m)))  # fmt: skip
+    final = vqgan.evaluate_vqgan(model, n=512)
+    info = {"name": "tiny-vqgan", "trained": True, "mmlib_version": __version__,
+            "steps": config.steps, "train_seconds": history.last("seconds"),
+            "psnr": final["psnr"], "codebook_used": final["codebook_used"],
+            "perplexity": final["perplexity"], "history": history.records,
+            "config": vqgan.TINY_VQGAN}  # fmt: skip
+    save_model_dir(folder, model, info, extra={"before_gan.safetensors": before} if before else {})
+
+
+def get_vqgan(profile: str | None = None, device=None, weights: str = "model.safetensors"):
+    """Return the profile's VQGAN in eval mode: the tiny one, or the official f16 16384 one.
+
+    For the tiny one, `weights="before_gan.safetensors"` gives it as it was just before the
+    patch discriminator joined the training.
+    """
+    from mmlib import vqgan
+
+    if get_profile(profile) == "full":
+        ckpt, config = (find_full_file(item) for item in FULL_FILES[1:3])
+        if ckpt is None or config is None:
+            from mmlib.clip import WeightsNotFoundError
+
+            raise WeightsNotFoundError(
+                "the full profile's VQGAN is not on this machine.\n" + download_instructions()
+            )
+        return vqgan.load_vqgan(config, ckpt, device=device)
+    from safetensors.torch import load_file
+
+    folder = tiny_vqgan_dir()
+    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
+    if not (folder / weights).is_file():
+        raise FileNotFoundError(f"the tiny VQGAN has no {weights!r}; found "
+                                f"{sorted(p.name for p in folder.iterdir())}")  # fmt: skip
+    model.load_state_dict(load_file(str(folder / weights)))
+    from mmlib.env import get_device
+
+    return model.to(get_device(device)).eval()
+
+
+def judge_classifier_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of the supervised shape/colour classifier (trained on first use)."""
+    from mmlib import judge
+
+    config = judge.ClassifierTrainConfig()
+    folder = cache_dir(home) / "models" / model_key("judge-classifier", judge.config_dict(config))
+
+    def make() -> None:
+        log.info("training the judge classifier: %d steps, done once and cached", config.steps)
+        model, history = judge.train_classifier(config)
+        info = {"name": "judge-classifier", "mmlib_version": __version__,
+                "accuracy": judge.classifier_accuracy(model), "history": history.records,
+                "train_seconds": history.last("seconds")}  # fmt: skip
+        save_model_dir(folder, model, info)
+
+    _make_once(folder, make)
+    return folder
+
+
+def get_judge_classifier():
+    """Return the shape/colour classifier that judges generated pictures, in eval mode."""
+    from safetensors.torch import load_file
+
+    from mmlib.judge import ShapeColourNet
+
+    model = ShapeColourNet()
+    model.load_state_dict(load_file(str(judge_classifier_dir() / "model.safetensors")))
+    return model.eval()
+
+
+def get_judges():
+    """Return the two judges: (judge CLIP as (model, preprocess, tokenizer), classifier)."""
+    from mmlib.clip import load_clip
+
+    return load_clip("mmlib:judge-clip"), get_judge_classifier()
+
+
+def tiny_vqgan_info() -> dict:
+    """Return how the tiny VQGAN was made: history, PSNR and codebook use."""
+    return json.loads((tiny_vqgan_dir() / "mmlib.json").read_text())
+
+
 def tiny_clip_info(name: str = "tiny-clip") -> dict:
     """Return how a tiny CLIP was made: its training history and final zero-shot accuracy."""
     return json.loads((tiny_clip_dir(name) / "mmlib.json").read_text())
 
 
-def save_local_dir(folder: Path, model: torch.nn.Module, config: dict, info: dict) -> Path:
-    """Write `model` as an open_clip local-dir folder (config + safetensors + mmlib.json),
-    atomically: the folder appears complete or not at all."""
+def _write_atomically(folder: Path, write) -> Path:
+    """Call write(tmp) on a fresh temporary folder, then rename it to `folder`: the folder
+    appears complete or not at all."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / "open_clip_model.safetensors"))
-    (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
+    write(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
+
+
+def _weights(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_local_dir(folder: Path, model: torch.nn.Module, config: dict, info: dict) -> Path:
+    """Write `model` as an open_clip local-dir folder (config + safetensors + mmlib.json)."""
+
+    def write(tmp: Path) -> None:
+        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+        save_file(_weights(model), str(tmp / "open_clip_model.safetensors"))
+        (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
+
+    return _write_atomically(folder, write)
+
+
+def save_model_dir(
+    folder: Path, model: torch.nn.Module, info: dict, extra: dict | None = None
+) -> Path:
+    """Write weights (model.safetensors), mmlib.json and `extra` {file name: state dict} into
+    `folder` atomically."""
+
+    def write(tmp: Path) -> None:
+        save_file(_weights(model), str(tmp / "model.safetensors"))
+        for name, state in (extra or {}).items():
+            save_file(state, str(tmp / name))
+        (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
+
+    return _write_atomically(folder, write)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,4 +514,6 @@ def prepare(profile: str | None = None) -> list[str]:
     for name in TINY_MODELS:
         print(f"{name}: {tiny_clip_dir(name)}")
         names.append(name)
-    return names
+    print(f"tiny-vqgan: {tiny_vqgan_dir()}")
+    print(f"judge-classifier: {judge_classifier_dir()}")
+    return [*names, "tiny-vqgan", "judge-classifier"]

@@ -1,0 +1,149 @@
+"""Judging generated pictures twice, so a generator cannot pass by fooling its own CLIP.
+
+1. The *judge CLIP* (`mmlib.zoo`, "judge-clip"): another seed, trained on all pairs.
+2. A supervised *shape/colour classifier*: a small CNN trained on rendered shapes-world
+   pictures with their true labels, accurate on fresh renders (`classifier_accuracy`).
+
+A picture is judged correct when the judge's (shape, colour) is the prompt's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmlib import toyworld
+
+
+class ShapeColourNet(nn.Module):
+    """A small CNN with two heads: which shape, which colour (of the main object)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))  # fmt: skip
+
+        self.features = nn.Sequential(
+            block(3, width, 1), block(width, width, 1), block(width, 2 * width, 2),
+            block(2 * width, 2 * width, 1), block(2 * width, 4 * width, 2),
+            block(4 * width, 4 * width, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.shape_head = nn.Linear(4 * width, len(toyworld.SHAPES))
+        self.colour_head = nn.Linear(4 * width, len(toyworld.COLOUR_NAMES))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (shape logits, colour logits) for images (B, 3, 32, 32) in [0, 1]."""
+        h = self.features(images * 2 - 1)
+        return self.shape_head(h), self.colour_head(h)
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """How the shape/colour classifier is trained."""
+
+    steps: int = 400
+    batch_size: int = 128
+    lr: float = 3e-3
+    seed: int = 7
+
+
+def _labelled_batch(seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    pairs = toyworld.all_pairs()
+    images, shapes, colours = [], [], []
+    for k in range(batch_size):
+        i = step * batch_size + k
+        shape, colour = pairs[i % len(pairs)]
+        scene = toyworld.sample_scene(seed, i, "all", "single", pair=(shape, colour))
+        images.append(toyworld.to_tensor(toyworld.render(scene)))
+        shapes.append(toyworld.SHAPES.index(shape))
+        colours.append(toyworld.COLOUR_NAMES.index(colour))
+    return torch.stack(images), torch.tensor(shapes), torch.tensor(colours)
+
+
+def train_classifier(config: ClassifierTrainConfig | None = None, progress: bool = True):
+    """Return (trained ShapeColourNet in eval mode, History)."""
+    from mmlib.training import History, check_finite, cosine_lr, progress_bar
+
+    config = config or ClassifierTrainConfig()
+    torch.manual_seed(config.seed)
+    model = ShapeColourNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    history, seconds = History(), 0.0
+    for step in progress_bar(0, config.steps, "train judge classifier", progress):
+        tick = time.perf_counter()
+        images, shapes, colours = _labelled_batch(config.seed, step, config.batch_size)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, config.steps, 20, config.lr)
+        shape_logits, colour_logits = model(images)
+        loss = F.cross_entropy(shape_logits, shapes) + F.cross_entropy(colour_logits, colours)
+        check_finite(loss, step, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seconds += time.perf_counter() - tick
+        if step % 20 == 0 or step + 1 == config.steps:
+            history.log(step, loss=loss.item(), seconds=seconds)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def classify(model: ShapeColourNet, images: torch.Tensor) -> list[tuple[str, str]]:
+    """Return the (shape, colour) the classifier sees in each image (B, 3, 32, 32) in [0, 1]."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[-1] != toyworld.IMAGE_SIZE or images.shape[-2] != toyworld.IMAGE_SIZE:
+        images = F.interpolate(images, size=(toyworld.IMAGE_SIZE,) * 2, mode="bilinear",
+                               antialias=True, align_corners=False)  # fmt: skip
+    shape_logits, colour_logits = model.eval()(images.clamp(0, 1))
+    return [(toyworld.SHAPES[s], toyworld.COLOUR_NAMES[c])
+            for s, c in zip(shape_logits.argmax(1).tolist(), colour_logits.argmax(1).tolist(),
+                            strict=True)]  # fmt: skip
+
+
+def classifier_accuracy(model: ShapeColourNet, per_pair: int = 10, seed: int = 2468) -> float:
+    """Return the fraction of fresh renders (all 48 pairs) whose shape and colour are both right."""
+    data = toyworld.PairImages(per_pair=per_pair, seed=seed)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    truth = [data.pairs[i // per_pair] for i in range(len(data))]
+    return sum(p == t for p, t in zip(classify(model, images), truth, strict=True)) / len(truth)
+
+
+@torch.no_grad()
+def clip_judge(model, tokenizer, images: torch.Tensor) -> list[tuple[str, str]]:
+    """Return the (shape, colour) a CLIP picks for each image among all 48 pairs (zero-shot)."""
+    from mmlib.clip import encode_images
+    from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
+
+    pairs = toyworld.all_pairs()
+    classifier = build_classifier(model, tokenizer, [toyworld.pair_label(s, c) for s, c in pairs],
+                                  SHAPES_TEMPLATES)  # fmt: skip
+    feats = encode_images(model, None, images.clamp(0, 1), progress=False)
+    return [pairs[k] for k in (feats @ classifier).argmax(dim=1).tolist()]
+
+
+def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, classifier) -> dict:
+    """Return each judge's verdicts on `images` for their target (shape, colour) pairs."""
+    if len(images) != len(targets):
+        raise ValueError(f"{len(images)} images for {len(targets)} targets")
+    model, _, tokenizer = judge_clip
+    seen = {
+        "judge_clip": clip_judge(model, tokenizer, images),
+        "classifier": classify(classifier, images),
+    }
+    result = {}
+    for name, predictions in seen.items():
+        correct = [p == t for p, t in zip(predictions, targets, strict=True)]
+        result[name] = {"predictions": predictions, "correct": correct,
+                        "fraction": sum(correct) / len(correct)}  # fmt: skip
+    return result
+
+
+def config_dict(config: ClassifierTrainConfig) -> dict:
+    """Return the config as a plain dict (for the zoo's cache key)."""
+    return asdict(config)

@@ -1,0 +1,134 @@
+"""VQGAN+CLIP: prompt syntax, batched cutouts, the losses, determinism, NaN handling, outputs."""
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from mmlib import generate as g
+from mmlib.vqgan import TINY_VQGAN, VQGAN
+
+
+@pytest.mark.parametrize(
+    "spec,text,weight,stop",
+    [
+        ("a red star", "a red star", 1.0, -math.inf),
+        ("a red star:2", "a red star", 2.0, -math.inf),
+        ("a red star:-1.5:0.3", "a red star", -1.5, 0.3),
+        ("a poster: a red star", "a poster: a red star", 1.0, -math.inf),
+        ("time 10:30 am:0.5", "time 10:30 am", 0.5, -math.inf),
+        ("a star:1e-1:-inf", "a star", 0.1, -math.inf),
+    ],
+)
+def test_prompts_parse_weight_and_stop_but_keep_colons_in_the_text(spec, text, weight, stop):
+    p = g.parse_prompt(spec)
+    assert (p.text, p.weight, p.stop) == (text, weight, stop)
+
+
+@pytest.mark.parametrize("spec,match", [("", "non-empty"), ("   ", "non-empty"),
+                                        ("a star:1.2.3", "not a number"), (":2", "no text")])  # fmt: skip
+def test_bad_prompts_are_refused_clearly(spec, match):
+    with pytest.raises(ValueError, match=match):
+        g.parse_prompt(spec)
+
+
+def test_cutouts_are_batched_seeded_and_differentiable():
+    images = torch.rand(3, 3, 32, 32, requires_grad=True)
+    cut = g.Cutouts(cut_size=24, cutn=5)
+    a = cut(images, torch.Generator().manual_seed(1))
+    b = cut(images, torch.Generator().manual_seed(1))
+    assert a.shape == (15, 3, 24, 24) and torch.equal(a, b)
+    a.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    plain = g.Cutouts(cut_size=32, cutn=1, min_frac=1.0, flip=False, affine=0.0, noise=0.0)
+    assert torch.allclose(plain(images.detach(), torch.Generator()), images.detach(), atol=1e-5)
+
+
+def test_clamp_with_grad_lets_clamped_values_move_back_in():
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = g.clamp_with_grad(x, 0, 1)
+    assert torch.equal(y, torch.tensor([0.0, 0.5, 1.0]))
+    y.sum().backward()
+    # gradient descent subtracts the gradient: at -0.5 that pushes further out (blocked),
+    # at 1.5 it pulls back into range (kept)
+    assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_spherical_distance_and_the_stop_of_a_prompt():
+    a = torch.tensor([[1.0, 0.0]])
+    assert g.spherical_distance(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    opposite = g.spherical_distance(a, -a).item()
+    assert opposite == pytest.approx(2 * (math.pi / 2) ** 2, rel=1e-5)
+    e = torch.tensor([[0.6, 0.8]], requires_grad=True)
+    g.prompt_loss(e, torch.tensor([1.0, 0.0]), weight=1.0, stop=10.0).backward()
+    assert e.grad.abs().sum() == 0  # closer than `stop`: no more pull
+    e.grad = None
+    g.prompt_loss(e, torch.tensor([1.0, 0.0]), weight=-1.0, stop=-math.inf).backward()
+    assert e.grad[0, 0] > 0  # negative weight: descent moves away from the target
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    from mmlib import zoo
+
+    torch.manual_seed(0)
+    clip = zoo.new_tiny_clip(0).eval(), None, zoo.tiny_tokenizer()
+    return VQGAN(**TINY_VQGAN).eval(), clip
+
+
+def test_same_seed_gives_the_bit_identical_picture(small_models):
+    vqgan, clip = small_models
+    cfg = g.GenerateConfig(steps=3, cutn=4, seed=5)
+    a = g.generate(["a red star", "a blue circle"], vqgan, [clip], cfg, progress=False)
+    b = g.generate(["a red star", "a blue circle"], vqgan, [clip], cfg, progress=False)
+    assert a.images.shape == (2, 3, 32, 32) and torch.equal(a.images, b.images)
+    c = g.generate(["a red star", "a blue circle"], vqgan, [clip],
+                   g.GenerateConfig(steps=3, cutn=4, seed=6), progress=False)  # fmt: skip
+    assert not torch.equal(a.images, c.images)
+    assert len(a.losses) == 3 and all(math.isfinite(x) for x in a.losses)
+
+
+def test_two_clips_image_prompts_init_image_and_odd_sizes(small_models, caplog):
+    vqgan, clip = small_models
+    init = torch.rand(3, 40, 40)
+    out = g.generate([["a red star:1", g.Prompt(image=Image.new("RGB", (32, 32), "red"))]],
+                     vqgan, [clip, clip], g.GenerateConfig(steps=2, cutn=2, size=30, init="image",
+                                                           init_weight=0.5), init_image=init,
+                     progress=False)  # fmt: skip
+    assert out.images.shape == (1, 3, 32, 32) and "multiple of the VQGAN's factor 4" in caplog.text
+    with pytest.raises(ValueError, match="prompts is empty"):
+        g.generate([], vqgan, [clip])
+    with pytest.raises(ValueError, match="init="):
+        g.generate("a star", vqgan, [clip], g.GenerateConfig(init="paint"))
+
+
+def test_nan_stops_with_a_message_and_keeps_the_last_good_picture(small_models, monkeypatch):
+    vqgan, clip = small_models
+    calls = {"n": 0}
+    real = g.prompt_loss
+
+    def breaks(*args):
+        calls["n"] += 1
+        return real(*args) * (float("nan") if calls["n"] > 2 else 1.0)
+
+    monkeypatch.setattr(g, "prompt_loss", breaks)
+    out = g.generate("a red star", vqgan, [clip], g.GenerateConfig(steps=5, cutn=2), progress=False)
+    assert "step 2" in out.stopped and torch.isfinite(out.images).all() and len(out.losses) == 2
+
+
+def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_path):
+    vqgan, clip = small_models
+    cfg = g.GenerateConfig(steps=6, cutn=2, frames_every=2, seed=3)
+    out = g.generate("a red star", vqgan, [clip], cfg, progress=False,
+                     callback=lambda step, images, loss: step >= 4)  # fmt: skip
+    assert "step 4" in out.stopped and len(out.frames) == 3
+    png = g.save_png(out.images[0], tmp_path / "x.png", out.prompts[0], cfg)
+    meta = Image.open(png).text
+    assert (
+        meta["prompt"] == "a red star"
+        and meta["seed"] == "3"
+        and '"cutn": 2' in meta["mmlib_settings"]
+    )
+    gif = g.save_video([f[0] for f in out.frames], tmp_path / "x.gif")
+    assert Image.open(gif).n_frames == 3

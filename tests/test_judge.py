@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from mmlib import judge, toyworld, zoo
+
+
+def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
+    model, history = judge.train_classifier(judge.ClassifierTrainConfig(steps=30, batch_size=64),
+                                            progress=False)  # fmt: skip
+    assert history.records[-1]["loss"] < history.records[0]["loss"]
+    assert judge.classifier_accuracy(model, per_pair=2) > 1 / 48  # far better than chance
+
+
+def test_the_prepared_judges_recognise_fresh_renders(tiny_clip):
+    clip, classifier = zoo.get_judges()
+    assert (
+        zoo.json.loads((zoo.judge_classifier_dir() / "mmlib.json").read_text())["accuracy"] >= 0.99
+    )
+    data = toyworld.PairImages(per_pair=1, seed=77)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    verdict = judge.judge(images, data.pairs, clip, classifier)
+    assert verdict["classifier"]["fraction"] >= 0.95
+    assert verdict["judge_clip"]["fraction"] >= 0.85
+    noise = torch.rand(8, 3, 32, 32)
+    wrong = judge.judge(noise, [("star", "red")] * 8, clip, classifier)
+    assert wrong["classifier"]["fraction"] < 1  # noise is not a red star to both judges
+
+
+def test_judging_checks_its_input():
+    model = judge.ShapeColourNet()
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        judge.classify(model, torch.rand(3, 32, 32))
+    assert len(judge.classify(model, torch.rand(2, 3, 64, 64))) == 2  # other sizes are resized
