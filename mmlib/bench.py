@@ -364,6 +364,43 @@ def _vqgan_child(steps: int, eval_every: int, disc_start: int) -> dict:
     return {"curve": curve, "wall_seconds": wall}
 
 
+def _write_official_fixture(path: str) -> dict:
+    import torch
+
+    from mmlib import vqgan
+
+    model = vqgan.vqgan_from_config(vqgan.F16_16384_CONFIG)
+    state = dict(model.state_dict())
+    state["loss.discriminator.main.0.weight"] = torch.zeros(64, 3, 4, 4)
+    torch.save({"state_dict": state, "global_step": 0}, path)
+    return {
+        "model_mb": sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 1e6
+    }
+
+
+def _load_memory_child(path: str) -> dict:
+    from mmlib import vqgan
+
+    base = peak_rss_mb()
+    model = vqgan.load_vqgan(vqgan.F16_16384_CONFIG, path, device="cpu")
+    peak = peak_rss_mb()
+    model_mb = sum(v.numel() * v.element_size() for v in model.state_dict().values()) / 1e6
+    return {"peak_growth_mb": peak - base, "model_mb": model_mb}
+
+
+def bench_vqgan_loading() -> dict:
+    """Measure peak memory while loading a checkpoint of the official f16 16384 size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "last.ckpt")
+        run_child("_write_official_fixture", path=path)
+        result = run_child("_load_memory_child", path=path)
+    copies = result["peak_growth_mb"] / result["model_mb"] - 1
+    print(f"loading a {result['model_mb']:.0f} MB official-size VQGAN checkpoint: peak memory grew "
+          f"{result['peak_growth_mb']:.0f} MB = the model + {copies:.2f} copies of its weights "
+          f"(goal: at most 1 copy beyond the model)")  # fmt: skip
+    return {**result, "copies_beyond_model": copies}
+
+
 def bench_vqgan(quick: bool = False) -> dict:
     """Measure the tiny VQGAN's PSNR on held-out images against seconds of training (2 CPUs)."""
     from mmlib.vqgan import VQGANTrainConfig
@@ -379,11 +416,55 @@ def bench_vqgan(quick: bool = False) -> dict:
     final = result["curve"][-1]
     print(f"final: {final['psnr']:.2f} dB, {final['codebook_used']:.0%} of the codebook after "
           f"{final['seconds']:.0f} s (goal >= 26 dB and >= 50% within 300 s)")  # fmt: skip
+    result["loading"] = bench_vqgan_loading()
     return result
 
 
+# ---------------------------------------------------------------------------------------------
+# bench generate: mmlib's generator against a loop in the style of the original notebook
+# ---------------------------------------------------------------------------------------------
+
+
+def _generate_child(variant: str, steps: int, cutn: int, prompts: int) -> dict:
+    import torch
+
+    from mmlib import generate as g
+    from mmlib import zoo
+
+    clip, vqgan = zoo.get_clip("tiny", device="cpu"), zoo.get_vqgan("tiny", device="cpu")
+    for p in vqgan.parameters():
+        p.requires_grad_(False)
+    texts = ["a red star", "a blue circle", "a green heart", "a white cross"][:prompts]
+    start = time.perf_counter()
+    if variant == "reference":
+        for text in texts:  # one picture at a time
+            g.reference_generate(text, vqgan, clip, steps, cutn)
+    else:
+        g.generate(texts, vqgan, [clip], g.GenerateConfig(steps=steps, cutn=cutn), progress=False,
+                   device="cpu")  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {"variant": variant, "iterations_per_s": steps * len(texts) / seconds,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def bench_generate(quick: bool = False) -> dict:
+    """Measure picture-iterations per second of mmlib's generator against the reference loop
+    (same tiny models, cutn and prompts), each in its own process. (On a GPU machine, run the
+    full profile's configuration with `mmlib generate --profile full`.)"""
+    steps, cutn, prompts = (10, 16, 2) if quick else (30, 32, 4)
+    runs = {v: run_child("_generate_child", variant=v, steps=steps, cutn=cutn, prompts=prompts)
+            for v in ("reference", "mmlib")}  # fmt: skip
+    ratio = runs["mmlib"]["iterations_per_s"] / runs["reference"]["iterations_per_s"]
+    print(f"bench generate: tiny CLIP + tiny VQGAN on the CPU, cutn {cutn}, {prompts} prompts, "
+          f"{steps} steps each\n  reference loop (per-cut Python loop, one picture at a time): "
+          f"{runs['reference']['iterations_per_s']:.1f} it/s\n  mmlib generate (batched cutouts, "
+          f"prompts as one batch): {runs['mmlib']['iterations_per_s']:.1f} it/s\n"
+          f"  {ratio:.2f}x (goal >= 1.5x)")  # fmt: skip
+    return {"runs": runs, "ratio": ratio}
+
+
 BENCHES = {"embed": bench_embed, "train": bench_train, "search": bench_search,
-           "vqgan": bench_vqgan}  # fmt: skip
+           "vqgan": bench_vqgan, "generate": bench_generate}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

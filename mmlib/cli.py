@@ -46,6 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     vq.add_argument("--steps", type=int, default=None)
     vq.add_argument("--seed", type=int, default=0)
 
+    gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
+    from mmlib.generate import GenerateConfig
+
+    gd = GenerateConfig()
+    gen.add_argument("prompts", nargs="+", help="prompts for one picture: 'text:weight:stop'")
+    gen.add_argument("--steps", type=int, default=gd.steps)
+    gen.add_argument("--seed", type=int, default=gd.seed)
+    gen.add_argument("--size", type=int, default=None, help="picture side (tiny 32, full 256)")
+    gen.add_argument("--cutn", type=int, default=None)
+    gen.add_argument("--lr", type=float, default=gd.lr)
+    gen.add_argument("--init-image", default=None, help="start from this picture")
+    gen.add_argument("--init-weight", type=float, default=gd.init_weight)
+    gen.add_argument("--out", default="generated.png")
+    gen.add_argument("--video", default=None, help="also write the optimisation as GIF/MP4")
+    gen.add_argument("--profile", default=None)
+
     search = sub.add_parser("search", help="index a folder of images and search it")
     ssub = search.add_subparsers(dest="search_command", required=True)
     index = ssub.add_parser("index", help="index (or update the index of) a folder of images")
@@ -98,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         train_clip_command(args)
     elif args.command == "search":
         return _search(args)
+    elif args.command == "generate":
+        from mmlib.generate import generate_command
+
+        return generate_command(args)
     elif args.command == "bench":
         from mmlib.bench import BENCHES
 

@@ -367,3 +367,87 @@ def save_video(frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, 
     else:  # MP4 and friends through imageio-ffmpeg
         iio.imwrite(path, np.stack(arrs), fps=fps)
     return path
+
+
+def reference_step_cutouts(images: torch.Tensor, cut_size: int, cutn: int, cut_min: float,
+                           generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """The original VQGAN+CLIP notebook's way, for `mmlib bench generate`: a Python loop over
+    cuts, each cropped by slicing, pooled to size and augmented on its own."""
+    _, _, h, w = images.shape
+    side_max = min(h, w)
+    cuts = []
+    for _ in range(cutn):
+        side = int(side_max * (cut_min + (1 - cut_min) * torch.rand(1, generator=generator).item()))
+        x0 = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+        y0 = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+        cut = F.adaptive_avg_pool2d(images[:, :, y0 : y0 + side, x0 : x0 + side], cut_size)
+        if torch.rand(1, generator=generator).item() < 0.5:
+            cut = cut.flip(-1)
+        theta = torch.eye(2, 3)[None].clone()
+        theta[:, :, :2] += 0.08 * (2 * torch.rand(1, 2, 2, generator=generator) - 1)
+        grid = F.affine_grid(theta.expand(len(cut), -1, -1), list(cut.shape), align_corners=False)
+        cut = F.grid_sample(cut, grid, padding_mode="border", align_corners=False)
+        cuts.append(cut + 0.03 * torch.randn(cut.shape, generator=generator))
+    return torch.cat(cuts)
+
+
+def reference_generate(prompt: str, vqgan, clip, steps: int, cutn: int, lr: float = 0.2,
+                       seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """A straightforward loop in the style of the original VQGAN+CLIP notebook (one picture,
+    per-cut Python loop); the baseline of `mmlib bench generate`."""
+    model, _, tokenizer = clip
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        target = F.normalize(model.encode_text(tokenizer([prompt])), dim=-1)
+    idx = torch.randint(0, vqgan.n_embed, (1, 8, 8), generator=gen)
+    z = vqgan.quantize.lookup(idx).clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    normalize = _normalizer(model)
+    size = model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    lo, hi = vqgan.codebook_box()
+    for _ in range(steps):
+        images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
+        cuts = reference_step_cutouts(images, size, cutn, 0.6, gen)
+        embeds = F.normalize(model.encode_image(normalize(cuts)), dim=-1)
+        loss = spherical_distance(embeds, target).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, hi), lo))
+    return images.detach()
+
+
+def profile_settings(profile: str | None = None) -> dict:
+    """Return the generation settings of a profile: tiny (32 px, cutn 16) or full (256 px, cutn 32)."""
+    from mmlib.env import get_profile
+
+    return {"size": 256, "cutn": 32} if get_profile(profile) == "full" else {"size": 32, "cutn": 16}
+
+
+def generate_command(args) -> int:
+    """`mmlib generate`: one picture from prompts, saved as PNG (with its settings) and video."""
+    from mmlib import zoo
+    from mmlib.images import load_image
+
+    settings = profile_settings(args.profile)
+    config = GenerateConfig(
+        steps=args.steps, seed=args.seed, lr=args.lr, size=args.size or settings["size"],
+        cutn=args.cutn or settings["cutn"], init="image" if args.init_image else "tokens",
+        init_weight=args.init_weight, frames_every=max(1, args.steps // 50) if args.video else 0,
+    )  # fmt: skip
+    init = None
+    if args.init_image:
+        import numpy as np
+
+        init = torch.from_numpy(np.asarray(load_image(args.init_image))).permute(2, 0, 1) / 255.0
+    prompts = [parse_prompt(p) for p in args.prompts]  # clear errors before loading models
+    result = generate([prompts], zoo.get_vqgan(args.profile), [zoo.get_clip(args.profile)],
+                      config, init_image=init)  # fmt: skip
+    if result.stopped:
+        print(result.stopped)
+    print(f"picture: {save_png(result.images[0], args.out, prompts, config)}")
+    if args.video:
+        print(f"video: {save_video([f[0] for f in result.frames], args.video)}")
+    return 0 if result.stopped is None else 1

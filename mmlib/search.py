@@ -217,56 +217,98 @@ class ImageIndex:
 
     # -- building ------------------------------------------------------------------------------
 
-    def build(self, source: str | os.PathLike, progress: bool = True) -> BuildReport:
-        """Index every image under folder `source` (recursively); return what was done.
+    def build(self, source, progress: bool = True, name: str = "dataset") -> BuildReport:
+        """Index every image under folder `source` (recursively), or every item of a Dataset
+        (rows named "`name`:index"); return what was done.
 
-        Hidden folders and non-image files are ignored; unreadable images are skipped with the
-        reason recorded (see `skipped()`), and one bad file never stops a build.
+        Only what changed is embedded; rows of this source that disappeared are dropped (other
+        folders in the same index are left alone). Hidden folders and non-image files are
+        ignored; unreadable images are skipped with the reason recorded (see `skipped()`), and
+        one bad file never stops a build.
         """
-        source = Path(source)
-        if not source.is_dir():
-            raise FileNotFoundError(f"no folder at {str(source)!r} to index")
-        on_disk = {}
-        for p in scan_images(source):
-            st = p.stat()
-            on_disk[str(p.resolve())] = (st.st_size, st.st_mtime)
-        known = {
-            r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime FROM images")
-        }
+        if isinstance(source, (str, os.PathLike)):
+            folder = Path(source)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"no folder at {str(folder)!r} to index")
+            found = {}
+            for p in scan_images(folder):
+                st = p.stat()
+                found[str(p.resolve())] = (st.st_size, st.st_mtime)
+            scope = str(folder.resolve()) + os.sep
+            return self._build(found, scope, self._file_item, progress)
+        if not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
+            raise ValueError(f"source must be a folder or a Dataset, got {type(source).__name__}")
+        items = {f"{name}:{i}": (i, -1.0) for i in range(len(source))}
+        return self._build(items, f"{name}:", lambda key: self._dataset_item(source, key), progress)
+
+    @staticmethod
+    def _file_item(key: str):
+        return file_hash(key), lambda: load_image(key)
+
+    @staticmethod
+    def _dataset_item(dataset, key: str):
+        item = dataset[int(key.rsplit(":", 1)[1])]
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        if isinstance(image, torch.Tensor):
+            raw = image.detach().cpu().contiguous().numpy().tobytes()
+        elif isinstance(image, Image.Image):
+            raw = image.tobytes() + repr((image.mode, image.size)).encode()
+        else:
+            raise ImageLoadError(f"item {key} is a {type(image).__name__}, not an image")
+        return hashlib.blake2b(raw, digest_size=20).hexdigest(), lambda: image
+
+    def _build(self, found: dict, scope: str, fetch, progress: bool) -> BuildReport:
+        rows_in_scope = self.db.execute(
+            "SELECT path, size, mtime, hash FROM images WHERE substr(path, 1, ?) = ?",
+            (len(scope), scope),
+        )
+        known = {r[0]: (r[1], r[2], r[3]) for r in rows_in_scope}
         bad = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime FROM skipped")}
-        todo = [p for p, stat in on_disk.items() if known.get(p) != stat and bad.get(p) != stat]
-        unchanged = sum(1 for p, stat in on_disk.items() if known.get(p) == stat)
+        is_file = scope.endswith(os.sep)
+        # files: unchanged when size and mtime match; dataset items: when the content hash does
+        todo = [k for k, st in found.items()
+                if not is_file or (known.get(k, (None, None))[:2] != st and bad.get(k) != st)]  # fmt: skip
+        unchanged = sum(
+            1 for k, st in found.items() if is_file and known.get(k, (None,) * 3)[:2] == st
+        )
         embedded = reused = 0
         bar = tqdm(total=len(todo), desc="index images", unit="img", disable=not progress)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            rows, new, skips, digests = [], [], [], {}
-            for path in chunk:
+            rows, new, skips, items = [], [], [], {}
+            for key in chunk:
                 try:
-                    digests[path] = file_hash(path)
-                except OSError as err:
-                    skips.append((path, *on_disk[path], f"unreadable: {err}"))
-            marks = ",".join("?" * len(digests))
+                    items[key] = fetch(key)
+                except (OSError, ImageLoadError) as err:
+                    skips.append((key, *found[key], f"unreadable: {err}"))
+            if not is_file:  # dataset items whose content is unchanged need nothing
+                same = [
+                    k for k, (digest, _) in items.items() if k in known and known[k][2] == digest
+                ]
+                unchanged += len(same)
+                for k in same:
+                    items.pop(k)
+            marks = ",".join("?" * len(items))
             stored = dict(self.db.execute(f"SELECT hash, vector FROM images WHERE hash IN ({marks})",
-                                          list(digests.values())))  # fmt: skip
-            for path, digest in digests.items():
-                size, mtime = on_disk[path]
+                                          [d for d, _ in items.values()]))  # fmt: skip
+            for key, (digest, load) in items.items():
+                size, mtime = found[key]
                 vector = stored.get(digest)
                 if vector is not None:  # renamed or duplicate content: reuse the vector
-                    rows.append((path, size, mtime, digest, vector))
+                    rows.append((key, size, mtime, digest, vector))
                     reused += 1
                     continue
                 try:
-                    new.append((path, size, mtime, digest, load_image(path)))
+                    new.append((key, size, mtime, digest, load()))
                 except (ImageLoadError, FileNotFoundError) as err:
-                    skips.append((path, size, mtime, str(err)))
+                    skips.append((key, size, mtime, str(err)))
             if new:
                 feats = encode_images(self.model, self.preprocess, [n[4] for n in new],
                                       batch_size=self.batch_size, device=self.device,
                                       progress=False)  # fmt: skip
                 vectors = feats.half().numpy()
                 rows += [
-                    (p, s, m, h, vectors[i].tobytes()) for i, (p, s, m, h, _) in enumerate(new)
+                    (k, s, m, h, vectors[i].tobytes()) for i, (k, s, m, h, _) in enumerate(new)
                 ]
                 embedded += len(new)
             self.db.execute("BEGIN")  # one transaction per batch: all of it is kept, or none
@@ -276,12 +318,11 @@ class ImageIndex:
             self.db.execute("COMMIT")
             bar.update(len(chunk))
         bar.close()
-        gone = [(p,) for p in known if p not in on_disk]
+        gone = [(k,) for k in known if k not in found]
         self.db.execute("BEGIN")
         self.db.executemany("DELETE FROM images WHERE path=?", gone)
-        self.db.executemany(
-            "DELETE FROM skipped WHERE path=?", [(p,) for p in bad if p not in on_disk]
-        )
+        self.db.executemany("DELETE FROM skipped WHERE path=?",
+                            [(k,) for k in bad if k.startswith(scope) and k not in found])  # fmt: skip
         self.db.execute("COMMIT")
         self._cache, self._faiss = None, None
         report = BuildReport(embedded, reused, unchanged, len(gone), self.skipped())

@@ -24,6 +24,13 @@ from taming.modules.diffusionmodules.model import Decoder, Encoder
 
 from mmlib.env import MMLibError
 
+# The official vqgan_imagenet_f16_16384 config (its model.yaml), for fixtures and benches.
+F16_16384_CONFIG = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
+    "embed_dim": 256, "n_embed": 16384,
+    "ddconfig": {"double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3,
+                 "out_ch": 3, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
+                 "attn_resolutions": [16], "dropout": 0.0}}}}  # fmt: skip
+
 KNOWN_TARGETS = {
     "taming.models.vqgan.VQModel": "vq",
     "taming.models.vqgan.GumbelVQ": "gumbel",

@@ -122,3 +122,86 @@ class SearchWidget:
 
     def _ipython_display_(self) -> None:
         display(self.widget())
+
+
+class GenerateWidget:
+    """A prompt box, steps and seed, a live preview and a Stop button that really stops.
+
+    The optimisation runs in a background thread, so the kernel stays free to handle the Stop
+    click; the thread checks a flag at every step.
+    """
+
+    def __init__(self, vqgan, clips, config=None, preview_every: int = 5, scale: int = 6):
+        import threading
+
+        from mmlib.generate import GenerateConfig
+
+        self.vqgan, self.clips = vqgan, clips
+        self.config = config or GenerateConfig()
+        self.preview_every, self.scale = preview_every, scale
+        self.prompt = W.Text(value="a red star", description="prompt", layout=W.Layout(width="50%"))
+        self.steps = W.IntText(value=self.config.steps, description="steps")
+        self.seed = W.IntText(value=self.config.seed, description="seed")
+        self.start = W.Button(description="Generate", button_style="primary")
+        self.stop = W.Button(description="Stop", button_style="warning", disabled=True)
+        self.preview = W.Image(format="png")
+        self.status = W.HTML()
+        self.result = None
+        self.thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.start.on_click(lambda _: self.run())
+        self.stop.on_click(lambda _: self._stop.set())
+
+    def _show(self, images) -> None:
+        arr = (images[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")
+        img = Image.fromarray(arr).resize((arr.shape[1] * self.scale, arr.shape[0] * self.scale),
+                                          Image.Resampling.NEAREST)  # fmt: skip
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        self.preview.value = buf.getvalue()
+
+    def _callback(self, step, images, loss):
+        if step % self.preview_every == 0:
+            self._show(images)
+            self.status.value = f"step {step}/{self.steps.value}, loss {loss:.3f}"
+        return self._stop.is_set()
+
+    def _work(self, config) -> None:
+        from mmlib.generate import generate
+
+        try:
+            self.result = generate([self.prompt.value], self.vqgan, self.clips, config,
+                                   progress=False, callback=self._callback)  # fmt: skip
+            self._show(self.result.images)
+            self.status.value = self.result.stopped or "done"
+        except ValueError as err:  # bad prompt: say so, keep the widget alive
+            self.status.value = f"<b>{err}</b>"
+        finally:
+            self.start.disabled, self.stop.disabled = False, True
+
+    def run(self):
+        """Start generating in a background thread (the Generate button); return the thread."""
+        import dataclasses
+        import threading
+
+        from mmlib.generate import parse_prompt
+
+        try:
+            parse_prompt(self.prompt.value)
+        except ValueError as err:
+            self.status.value = f"<b>{err}</b>"
+            return None
+        config = dataclasses.replace(self.config, steps=self.steps.value, seed=self.seed.value)
+        self._stop.clear()
+        self.start.disabled, self.stop.disabled = True, False
+        self.thread = threading.Thread(target=self._work, args=(config,), daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def widget(self) -> W.Widget:
+        """Return the widget to display."""
+        return W.VBox([W.HBox([self.prompt, self.start, self.stop]), W.HBox([self.steps, self.seed]),
+                       self.preview, self.status])  # fmt: skip
+
+    def _ipython_display_(self) -> None:
+        display(self.widget())

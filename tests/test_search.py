@@ -237,3 +237,23 @@ def test_search_widget_fills_the_gallery(tiny_clip, tmp_path):
     assert len(w.gallery.children) == 3 and len(w.hits) == 3
     w.query.value = "   "
     assert w.gallery.children == () and "empty" in w.message.value
+
+
+def test_a_dataset_is_indexed_incrementally_beside_folders(tiny_clip, tmp_path):
+    world = toyworld.PairImages(per_pair=1, seed=5)  # 48 pictures, one per (shape, colour)
+    index = ImageIndex(tmp_path / "idx", tiny_clip)
+    first = index.build(world, progress=False, name="pairs")
+    assert first.embedded == 48 and len(index) == 48
+    again = index.build(world, progress=False, name="pairs")
+    assert (again.embedded, again.unchanged, again.removed) == (0, 48, 0)
+    top = index.search("a white cross", k=1)[0].path
+    assert top.startswith("pairs:") and world.pairs[int(top.split(":")[1])] == ("cross", "white")
+    root = tmp_path / "photos"
+    write_world(root, 5)
+    index.build(root, progress=False)
+    assert len(index) == 53  # the folder's rows join the dataset's; neither drops the other
+    smaller = toyworld.PairImages(pairs=toyworld.all_pairs()[:10], per_pair=1, seed=5)
+    report = index.build(smaller, progress=False, name="pairs")
+    assert report.removed == 38 and len(index) == 15
+    with pytest.raises(ValueError, match="folder or a Dataset"):
+        index.build(42)
