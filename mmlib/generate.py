@@ -154,13 +154,13 @@ class Cutouts:
 class GenerateConfig:
     """Everything that decides a generation (saved in the PNG's metadata)."""
 
-    steps: int = 100
+    steps: int = 200
     lr: float = 0.2
     lr_drop_at: float = 0.8  # fraction of the steps after which the learning rate drops ...
     lr_drop: float = 0.1  # ... by this factor
     size: int = 32  # picture side in pixels (rounded to the VQGAN's factor)
     cutn: int = 16
-    cut_min: float = 0.6
+    cut_min: float = 0.85  # tiny CLIPs saw whole 32 px pictures: crops stay large
     augment: bool = True
     init: str = "tokens"  # "tokens" (random codebook entries), "noise", or "image"
     init_weight: float = 0.0  # pull towards the init latent (with an init image)
