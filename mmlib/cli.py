@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("profile", nargs="?", default=None)
     dl = zsub.add_parser("download", help="fetch the full profile's weights (or say how)")
     dl.add_argument("profile", choices=["full"])
+    dl.add_argument("--all", action="store_true", help="also the optional official VQGANs")
 
     train = sub.add_parser("train", help="train a model of the course")
     tsub = train.add_subparsers(dest="model", required=True)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.zoo_command == "prepare":
             zoo.prepare(args.profile)
         else:
-            return 0 if zoo.download_full() else 1
+            return 0 if zoo.download_full(include_optional=args.all) else 1
     elif args.command == "train" and args.model == "vqgan":
         from mmlib.vqgan import train_vqgan_command
 

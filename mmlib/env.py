@@ -125,7 +125,8 @@ def doctor_report(profile: str | None = None, cache: str | os.PathLike | None = 
         "offline": os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false"),
     }
     for item in zoo.full_profile_status(cache):
-        report[f"full: {item['name']}"] = "present" if item["present"] else "missing"
+        state = "present" if item["present"] else "missing"
+        report[f"full: {item['name']}"] = f"optional, {state}" if item["optional"] else state
     return report
 
 

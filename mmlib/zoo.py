@@ -338,6 +338,7 @@ class FullFile:
     sha256: str | None  # None where no published checksum is known
     licence: str
     hf_repo: str | None = None  # also found in the Hugging Face hub cache
+    optional: bool = False  # not used by the course; fetched by `mmlib zoo download full --all`
 
     def local_path(self, home: str | os.PathLike | None = None) -> Path:
         return cache_dir(home) / "full" / self.folder / self.filename
@@ -359,7 +360,7 @@ FULL_FILES: tuple[FullFile, ...] = (
         folder=FULL_VQGAN,
         filename="last.ckpt",
         url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
-        size_mb=935,
+        size_mb=980,
         sha256=None,
         licence="MIT (taming-transformers, CompVis)",
     ),
@@ -372,6 +373,26 @@ FULL_FILES: tuple[FullFile, ...] = (
         sha256=None,
         licence="MIT (taming-transformers, CompVis)",
     ),
+    *(
+        FullFile(
+            name=f"taming {name} ({what})",
+            folder=name,
+            filename=filename,
+            url=f"https://heibox.uni-heidelberg.de/d/{share}/files/?p=%2F{sub}%2F{filename}&dl=1",
+            size_mb=size if what == "checkpoint" else None,
+            sha256=None,
+            licence="MIT (taming-transformers, CompVis)",
+            optional=True,
+        )
+        for name, share, size in (
+            ("vqgan_imagenet_f16_1024", "8088892a516d4e3baf92", 958),
+            ("vqgan_gumbel_f8_8192", "2e5662443a6b4307b470", 376),
+        )
+        for what, sub, filename in (
+            ("checkpoint", "ckpts", "last.ckpt"),
+            ("config", "configs", "model.yaml"),
+        )
+    ),  # fmt: skip
 )
 
 
@@ -411,6 +432,7 @@ def full_profile_status(home: str | os.PathLike | None = None) -> list[dict]:
             "path": str(item.local_path(home)),
             "url": item.url,
             "size_mb": item.size_mb,
+            "optional": item.optional,
         }
         for item in FULL_FILES
     ]
@@ -419,7 +441,11 @@ def full_profile_status(home: str | os.PathLike | None = None) -> list[dict]:
 def download_instructions(home: str | os.PathLike | None = None) -> str:
     """Return exactly what to fetch for the full profile and where to put each file."""
     lines = ["The full profile needs these files (fetch them where there is a network):"]
-    for item in FULL_FILES:
+    for item in sorted(FULL_FILES, key=lambda f: f.optional):
+        if item.optional and "optional" not in lines[-1] and "Optional" not in "".join(lines):
+            lines.append(
+                "Optional (other official VQGANs that load_vqgan reads; not used by the course):"
+            )
         size = f"~{item.size_mb} MB" if item.size_mb else "small"
         lines.append(f"  - {item.name} ({size}, licence: {item.licence})")
         lines.append(f"      from: {item.url}")
@@ -446,14 +472,15 @@ def _download(url: str, target: Path) -> None:
     os.replace(part, target)
 
 
-def download_full(home: str | os.PathLike | None = None) -> bool:
+def download_full(home: str | os.PathLike | None = None, include_optional: bool = False) -> bool:
     """Fetch the full profile's files that are missing; return True when all are present.
 
     Offline, fetch nothing and print exactly what to fetch and where to put it.
     """
     from mmlib.clip import is_offline
 
-    missing = [item for item in FULL_FILES if find_full_file(item, home) is None]
+    wanted = [item for item in FULL_FILES if include_optional or not item.optional]
+    missing = [item for item in wanted if find_full_file(item, home) is None]
     if not missing:
         print("All files of the full profile are present.")
         return True
