@@ -22,7 +22,18 @@ import numpy as np
 
 
 def peak_rss_mb() -> float:
-    """Return this process's peak resident memory so far, in MB."""
+    """Return this process's peak resident memory so far, in MB.
+
+    Reads VmHWM on Linux: unlike ru_maxrss, which Linux carries across exec, so that a child
+    would report its parent's peak at fork time, VmHWM belongs to this program alone.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
