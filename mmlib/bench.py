@@ -76,13 +76,13 @@ def write_bench_images(folder: Path, n: int, size: int = 224, seed: int = 0) -> 
 def _embed_child(variant: str, folder: str, n: int, model: str, batch_size: int) -> dict:
     import torch
 
-    from mmlib.clip import encode_images, load_clip
+    from mmlib.clip import encode_images, input_size, load_clip
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     m, preprocess, _ = load_clip(model, device="cpu")
     paths = sorted(Path(folder).glob("*.png"))[:n]
     with torch.inference_mode():  # warm-up, so both variants start equally warm
-        m.encode_image(torch.zeros(2, 3, *_input_size(m)))
+        m.encode_image(torch.zeros(2, 3, *input_size(m)))
     base = peak_rss_mb()
     start = time.perf_counter()
     if variant == "lesson":
@@ -105,11 +105,6 @@ def _embed_child(variant: str, folder: str, n: int, model: str, batch_size: int)
         "peak_mb": peak_rss_mb() - base,
         "checksum": float(feats.double().sum()),
     }
-
-
-def _input_size(model) -> tuple[int, int]:
-    size = model.visual.image_size
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def bench_embed(

@@ -332,6 +332,12 @@ def _create(model_name, checkpoint, dev, *, name, weights, weights_only=True, qu
 # ---------------------------------------------------------------------------------------------
 
 
+def input_size(model: torch.nn.Module) -> tuple[int, int]:
+    """Return the (height, width) of the images the model's image encoder takes."""
+    size = model.visual.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def tensor_transform(model: torch.nn.Module):
     """Return a function mapping a float image tensor in [0, 1] (C,H,W or N,C,H,W) to model input."""
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from mmlib.clip import input_size, tensor_transform
 from mmlib.env import MMLibError
 from mmlib.vqgan import from_model_range, to_model_range
 
@@ -278,11 +279,9 @@ def generate(
         raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=config.lr)
-    cut_size = clips[0][0].visual.image_size
-    cut_size = cut_size if isinstance(cut_size, int) else cut_size[0]
-    cutouts = Cutouts(cut_size, config.cutn, config.cut_min,
+    cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min,
                       **({} if config.augment else {"flip": False, "affine": 0.0, "noise": 0.0}))  # fmt: skip
-    normalizers = [_normalizer(model) for model, _, _ in clips]
+    normalizers = [tensor_transform(model) for model, _, _ in clips]
     result = Generation(from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(),
                         sets, config)  # fmt: skip
     bar = progress_bar(0, config.steps, "generate", progress)
@@ -328,12 +327,6 @@ def generate(
 def from_model_range_raw(images: torch.Tensor) -> torch.Tensor:
     """Map VQGAN output to [0, 1] without clamping (the clamp with gradient comes after)."""
     return (images + 1) / 2
-
-
-def _normalizer(model):
-    from mmlib.clip import tensor_transform
-
-    return tensor_transform(model)
 
 
 def save_png(image: torch.Tensor, path: str | Path, prompts, config: GenerateConfig) -> Path:
@@ -402,9 +395,7 @@ def reference_generate(prompt: str, vqgan, clip, steps: int, cutn: int, lr: floa
     idx = torch.randint(0, vqgan.n_embed, (1, 8, 8), generator=gen)
     z = vqgan.quantize.lookup(idx).clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
-    normalize = _normalizer(model)
-    size = model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
+    normalize, size = tensor_transform(model), input_size(model)[0]
     lo, hi = vqgan.codebook_box()
     for _ in range(steps):
         images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from mmlib import __version__
 from mmlib.clip import encode_images, encode_texts
 from mmlib.env import MMLibError
-from mmlib.images import ImageLoadError, load_image, scan_images
+from mmlib.images import IMAGE_SUFFIXES, ImageLoadError, load_image, scan_images
 
 FAISS_THRESHOLD = 200_000  # rows above which search goes through FAISS
 DB_NAME = "index.sqlite"
@@ -368,8 +368,7 @@ class ImageIndex:
         if (
             isinstance(query, str)
             and query.strip()
-            and Path(query).suffix.lower()
-            not in (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+            and Path(query).suffix.lower() not in IMAGE_SUFFIXES
         ):
             return encode_texts(self.model, self.tokenizer, [query], device=self.device,
                                 progress=False)[0]  # fmt: skip

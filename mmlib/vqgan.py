@@ -22,8 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 
-from mmlib.env import MMLibError
-
 # The official vqgan_imagenet_f16_16384 config (its model.yaml), for fixtures and benches.
 F16_16384_CONFIG = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
     "embed_dim": 256, "n_embed": 16384,
@@ -269,10 +267,6 @@ def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
             parts.append(f"{len(unexpected)} unexpected keys, first {unexpected[:3]}")
         raise ValueError(f"the checkpoint {source!r} does not match the config: "
                          + "; ".join(parts))  # fmt: skip
-
-
-class VQGANError(MMLibError):
-    """A VQGAN that cannot be used as asked."""
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
