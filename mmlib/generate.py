@@ -100,6 +100,13 @@ def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Return the mean absolute difference between neighbouring pixels (per picture, summed)."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return (dx + dy).sum()
+
+
 def prompt_loss(embeds: torch.Tensor, target: torch.Tensor, weight: float, stop: float) -> torch.Tensor:  # fmt: skip
     """Return one prompt's loss over crop embeddings: |weight| x mean distance (pushed up when the
     weight is negative); below `stop` the distance still shows but no longer pulls."""
@@ -155,7 +162,7 @@ class Cutouts:
 class GenerateConfig:
     """Everything that decides a generation (saved in the PNG's metadata)."""
 
-    steps: int = 200
+    steps: int = 300
     lr: float = 0.2
     lr_drop_at: float = 0.8  # fraction of the steps after which the learning rate drops ...
     lr_drop: float = 0.1  # ... by this factor
@@ -163,8 +170,11 @@ class GenerateConfig:
     cutn: int = 16
     cut_min: float = 0.85  # tiny CLIPs saw whole 32 px pictures: crops stay large
     augment: bool = True
+    affine: float = 0.08  # size of the random rotation/shear/scale of each crop
+    noise: float = 0.03  # standard deviation of the noise added to each crop
     init: str = "tokens"  # "tokens" (random codebook entries), "noise", or "image"
     init_weight: float = 0.0  # pull towards the init latent (with an init image)
+    smoothness: float = 2.0  # weight of a total-variation prior: flat regions, crisp edges
     seed: int = 0
     frames_every: int = 0  # keep a frame every N steps for a GIF/MP4 (0: none)
 
@@ -279,8 +289,9 @@ def generate(
         raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=config.lr)
-    cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min,
-                      **({} if config.augment else {"flip": False, "affine": 0.0, "noise": 0.0}))  # fmt: skip
+    augment = {"affine": config.affine, "noise": config.noise} if config.augment else {
+        "flip": False, "affine": 0.0, "noise": 0.0}  # fmt: skip
+    cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min, **augment)
     normalizers = [tensor_transform(model) for model, _, _ in clips]
     result = Generation(from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(),
                         sets, config)  # fmt: skip
@@ -299,6 +310,8 @@ def generate(
                     loss = loss + prompt_loss(embeds[i], target[m], p.weight, p.stop)
         if config.init_weight:
             loss = loss + config.init_weight * F.mse_loss(z, z0)
+        if config.smoothness:
+            loss = loss + config.smoothness * total_variation(images)
         if not torch.isfinite(loss):
             result.stopped = (
                 f"the loss became {loss.item()} at step {step}; kept the last good image"
@@ -378,25 +391,27 @@ def reference_step_cutouts(images: torch.Tensor, cut_size: int, cutn: int, cut_m
             cut = cut.flip(-1)
         theta = torch.eye(2, 3)[None].clone()
         theta[:, :, :2] += 0.08 * (2 * torch.rand(1, 2, 2, generator=generator) - 1)
+        theta = theta.to(images)
         grid = F.affine_grid(theta.expand(len(cut), -1, -1), list(cut.shape), align_corners=False)
         cut = F.grid_sample(cut, grid, padding_mode="border", align_corners=False)
-        cuts.append(cut + 0.03 * torch.randn(cut.shape, generator=generator))
+        cuts.append(cut + 0.03 * torch.randn(cut.shape, generator=generator).to(images))
     return torch.cat(cuts)
 
 
 def reference_generate(prompt: str, vqgan, clip, steps: int, cutn: int, lr: float = 0.2,
-                       seed: int = 0) -> torch.Tensor:  # fmt: skip
+                       seed: int = 0, size: int = 32, device="cpu") -> torch.Tensor:  # fmt: skip
     """A straightforward loop in the style of the original VQGAN+CLIP notebook (one picture,
     per-cut Python loop); the baseline of `mmlib bench generate`."""
     model, _, tokenizer = clip
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        target = F.normalize(model.encode_text(tokenizer([prompt])), dim=-1)
-    idx = torch.randint(0, vqgan.n_embed, (1, 8, 8), generator=gen)
+        target = F.normalize(model.encode_text(tokenizer([prompt]).to(device)), dim=-1)
+    grid = size // vqgan.factor
+    idx = torch.randint(0, vqgan.n_embed, (1, grid, grid), generator=gen).to(device)
     z = vqgan.quantize.lookup(idx).clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     normalize, size = tensor_transform(model), input_size(model)[0]
-    lo, hi = vqgan.codebook_box()
+    lo, hi = (t.to(device) for t in vqgan.codebook_box())
     for _ in range(steps):
         images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
         cuts = reference_step_cutouts(images, size, cutn, 0.6, gen)
@@ -411,10 +426,41 @@ def reference_generate(prompt: str, vqgan, clip, steps: int, cutn: int, lr: floa
 
 
 def profile_settings(profile: str | None = None) -> dict:
-    """Return the generation settings of a profile: tiny (32 px, cutn 16) or full (256 px, cutn 32)."""
+    """Return the GenerateConfig fields of a profile.
+
+    tiny: 32 px, cutn 16, the defaults (tuned on the 20 benchmark prompts, notebook 05).
+    full: 256 px, cutn 32, crops from half the picture up, no smoothness prior (the settings of
+    the original VQGAN+CLIP notebooks; untuned here: no real weights on this machine).
+    """
     from mmlib.env import get_profile
 
-    return {"size": 256, "cutn": 32} if get_profile(profile) == "full" else {"size": 32, "cutn": 16}
+    if get_profile(profile) == "full":
+        return {"size": 256, "cutn": 32, "cut_min": 0.5, "smoothness": 0.0}
+    return {"size": 32, "cutn": 16}
+
+
+def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str]],
+                  config: GenerateConfig | None = None, progress: bool = True) -> dict:  # fmt: skip
+    """Generate one picture per (shape, colour) pair as one batch and judge it twice.
+
+    Returns {"pairs", "prompts", "images" (B, 3, H, W), "seconds", "samples_per_s",
+    "config", and per judge ("judge_clip", "classifier"): predictions, correct, fraction}.
+    """
+    import time
+
+    from mmlib.judge import benchmark_prompt, judge
+
+    if not pairs:
+        raise ValueError("pairs is empty")
+    config = config or GenerateConfig()
+    prompts = [benchmark_prompt(shape, colour) for shape, colour in pairs]
+    tick = time.perf_counter()
+    result = generate(prompts, vqgan, clips, config, progress=progress)
+    seconds = time.perf_counter() - tick
+    verdicts = judge(result.images, list(pairs), *judges)
+    return {"pairs": [list(p) for p in pairs], "prompts": prompts, "images": result.images,
+            "seconds": seconds, "samples_per_s": len(pairs) / seconds, "config": asdict(config),
+            **verdicts}  # fmt: skip
 
 
 def generate_command(args) -> int:
@@ -423,18 +469,19 @@ def generate_command(args) -> int:
     from mmlib.images import load_image
 
     settings = profile_settings(args.profile)
-    config = GenerateConfig(
-        steps=args.steps, seed=args.seed, lr=args.lr, size=args.size or settings["size"],
-        cutn=args.cutn or settings["cutn"], init="image" if args.init_image else "tokens",
-        init_weight=args.init_weight, frames_every=max(1, args.steps // 50) if args.video else 0,
-    )  # fmt: skip
+    config = GenerateConfig(**{
+        **settings, "steps": args.steps, "seed": args.seed, "lr": args.lr,
+        "size": args.size or settings["size"], "cutn": args.cutn or settings["cutn"],
+        "init": "image" if args.init_image else "tokens", "init_weight": args.init_weight,
+        "frames_every": max(1, args.steps // 50) if args.video else 0,
+    })  # fmt: skip
     init = None
     if args.init_image:
         import numpy as np
 
         init = torch.from_numpy(np.asarray(load_image(args.init_image))).permute(2, 0, 1) / 255.0
     prompts = [parse_prompt(p) for p in args.prompts]  # clear errors before loading models
-    result = generate([prompts], zoo.get_vqgan(args.profile), [zoo.get_clip(args.profile)],
+    result = generate([prompts], zoo.get_vqgan(args.profile), zoo.get_generation_clips(args.profile),
                       config, init_image=init)  # fmt: skip
     if result.stopped:
         print(result.stopped)

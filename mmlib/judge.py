@@ -127,6 +127,25 @@ def clip_judge(model, tokenizer, images: torch.Tensor) -> list[tuple[str, str]]:
     return [pairs[k] for k in (feats @ classifier).argmax(dim=1).tolist()]
 
 
+def benchmark_pairs(n_seen: int = 12) -> list[tuple[str, str]]:
+    """Return the generation benchmark's targets: `n_seen` seen pairs, then the 8 held-out ones.
+
+    VQGAN+CLIP (notebook 05) and the token transformer (notebook 06) are judged on these same
+    20 (shape, colour) pairs, so their numbers compare. Seen pairs are spread over all shapes
+    and colours (every third pair the held-out split trains on).
+    """
+    held = list(toyworld.HELD_OUT_PAIRS)
+    seen = [p for p in toyworld.all_pairs() if p not in held][::3]
+    if not 0 <= n_seen <= len(seen):
+        raise ValueError(f"n_seen must be between 0 and {len(seen)}, got {n_seen}")
+    return seen[:n_seen] + held
+
+
+def benchmark_prompt(shape: str, colour: str) -> str:
+    """Return the caption a generator is given for a target pair, e.g. 'a red star'."""
+    return toyworld.article(toyworld.pair_label(shape, colour))
+
+
 def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, classifier) -> dict:
     """Return each judge's verdicts on `images` for their target (shape, colour) pairs."""
     if len(images) != len(targets):

@@ -162,3 +162,47 @@ def token_grid(image, indices, title: str = "The token grid", annotate: bool = T
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def judged_bars(rows: dict[str, dict[str, float]], title: str = "Fraction judged correct",
+                goal: float | None = None):  # fmt: skip
+    """Return grouped bars: one group per row (a method or setting), one bar per judge.
+
+    `rows` maps a name to {judge name: fraction}, e.g. {"VQGAN+CLIP": {"judge CLIP": 0.9, ...}}.
+    """
+    if not rows:
+        raise ValueError("rows is empty: nothing to plot")
+    judges = list(next(iter(rows.values())))
+    x, width = np.arange(len(rows)), 0.8 / len(judges)
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.2))
+    colours = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")
+    for j, name in enumerate(judges):
+        values = [row[name] for row in rows.values()]
+        bars = ax.bar(x + (j - (len(judges) - 1) / 2) * width, values, width, label=name,
+                      color=colours[j % len(colours)])  # fmt: skip
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=7)
+    if goal is not None:
+        ax.axhline(goal, color="grey", linestyle="--", linewidth=1, label=f"goal {goal:.0%}")
+    ax.set_xticks(x, list(rows), fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("fraction correct")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def judged_grid(images: Sequence, prompts: Sequence[str], verdicts: dict, ncols: int = 10,
+                title: str | None = None):  # fmt: skip
+    """Return an image grid titled with each prompt and each judge's verdict (✓ or what it saw).
+
+    `verdicts` is mmlib.judge.judge's result: {judge name: {"predictions", "correct"}}.
+    """
+    titles = []
+    for k, prompt in enumerate(prompts):
+        lines = [prompt]
+        for name, v in verdicts.items():
+            seen = "✓" if v["correct"][k] else "✗ " + " ".join(reversed(v["predictions"][k]))
+            lines.append(f"{name.replace('_', ' ')}: {seen}")
+        titles.append("\n".join(lines))
+    return image_grid(images, titles, ncols=ncols, title=title, size=1.6)

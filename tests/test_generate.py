@@ -162,3 +162,64 @@ def test_generate_command_writes_png_and_video(tiny_clip, tmp_path, capsys):
     assert Image.open(video).n_frames >= 2
     with pytest.raises(ValueError, match="not a number"):
         main(["generate", "a red star:1.5.5", "--steps", "1", "--out", str(out)])
+
+
+def test_total_variation_is_zero_on_flat_pictures_and_pulls_towards_them():
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    assert g.total_variation(flat).item() == 0.0
+    noisy = (flat + 0.1 * torch.randn(flat.shape)).requires_grad_(True)
+    tv = g.total_variation(noisy)
+    tv.backward()
+    stepped = noisy.detach() - 0.01 * noisy.grad
+    assert tv.item() > 0 and g.total_variation(stepped) < tv
+
+
+def test_run_benchmark_generates_and_judges_every_pair(small_models):
+    from mmlib.judge import ShapeColourNet
+
+    vqgan, clip = small_models
+    pairs = [("star", "red"), ("circle", "blue")]
+    out = g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet().eval()), pairs,
+                          g.GenerateConfig(steps=2, cutn=2), progress=False)  # fmt: skip
+    assert out["prompts"] == ["a red star", "a blue circle"] and out["images"].shape[0] == 2
+    for name in ("judge_clip", "classifier"):
+        verdict = out[name]
+        assert len(verdict["predictions"]) == 2
+        assert verdict["fraction"] == sum(verdict["correct"]) / 2
+    assert out["samples_per_s"] > 0 and out["config"]["steps"] == 2
+    with pytest.raises(ValueError, match="empty"):
+        g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet()), [], progress=False)
+
+
+@pytest.mark.slow
+def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home):
+    """ViT-B-32 + the official f16_16384 VQGAN config at 256 px, cutn 32: random weights in the
+    files' real formats, placed where `mmlib zoo download full` puts them."""
+    import json
+
+    import open_clip
+    import yaml
+    from safetensors.torch import save_file
+
+    from mmlib import vqgan as vq
+    from mmlib import zoo
+
+    clip_item, ckpt_item, config_item = zoo.FULL_FILES[:3]
+    for item in (clip_item, ckpt_item):
+        item.local_path().parent.mkdir(parents=True, exist_ok=True)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()},
+              str(clip_item.local_path()))  # fmt: skip
+    config_item.local_path().write_text(yaml.safe_dump(vq.F16_16384_CONFIG))
+    torch.save({"state_dict": vq.vqgan_from_config(vq.F16_16384_CONFIG).state_dict()},
+               ckpt_item.local_path())  # fmt: skip
+
+    settings = g.profile_settings("full")
+    assert settings["size"] == 256 and settings["cutn"] == 32
+    clips, vqgan = zoo.get_generation_clips("full", device="cpu"), zoo.get_vqgan("full", "cpu")
+    assert len(clips) == 1 and vqgan.n_embed == 16384 and vqgan.factor == 16
+    out = g.generate("a red star", vqgan, clips, g.GenerateConfig(**settings, steps=1),
+                     progress=False)  # fmt: skip
+    assert out.images.shape == (1, 3, 256, 256) and len(out.losses) == 1
+    assert torch.isfinite(out.images).all()
+    json.dumps(g.asdict(out.config))  # the settings a PNG carries stay serialisable
