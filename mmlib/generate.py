@@ -439,12 +439,30 @@ def profile_settings(profile: str | None = None) -> dict:
     return {"size": 32, "cutn": 16}
 
 
-def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str]],
-                  config: GenerateConfig | None = None, progress: bool = True) -> dict:  # fmt: skip
-    """Generate one picture per (shape, colour) pair as one batch and judge it twice.
+def clip_scores(images: torch.Tensor, prompts: Sequence[str], clips: Sequence) -> torch.Tensor:
+    """Return each picture's cosine similarity to its own prompt, summed over the CLIPs."""
+    from mmlib.clip import encode_images, encode_texts
 
-    Returns {"pairs", "prompts", "images" (B, 3, H, W), "seconds", "samples_per_s",
-    "config", and per judge ("judge_clip", "classifier"): predictions, correct, fraction}.
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} pictures for {len(prompts)} prompts")
+    total = torch.zeros(len(images))
+    for model, _, tokenizer in clips:
+        feats = encode_images(model, None, images, progress=False).float().cpu()
+        texts = encode_texts(model, tokenizer, list(prompts), progress=False).float().cpu()
+        total += (feats * texts).sum(dim=-1)
+    return total
+
+
+def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str]],
+                  config: GenerateConfig | None = None, best_of: int = 1,
+                  progress: bool = True) -> dict:  # fmt: skip
+    """Generate pictures for (shape, colour) pairs as one batch and judge them twice.
+
+    With `best_of` > 1 every prompt is generated that many times (other random starts, same
+    batch) and the generator's own CLIPs keep the one they score highest, as DALL-E re-ranks
+    its samples; the judges never take part in the choice. Returns {"pairs", "prompts",
+    "images" (B, 3, H, W), "seconds", "samples_per_s" (kept pictures per second), "config",
+    "best_of", and per judge ("judge_clip", "classifier"): predictions, correct, fraction}.
     """
     import time
 
@@ -452,15 +470,23 @@ def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str
 
     if not pairs:
         raise ValueError("pairs is empty")
+    if best_of < 1:
+        raise ValueError(f"best_of must be >= 1, got {best_of}")
     config = config or GenerateConfig()
     prompts = [benchmark_prompt(shape, colour) for shape, colour in pairs]
     tick = time.perf_counter()
-    result = generate(prompts, vqgan, clips, config, progress=progress)
+    result = generate(prompts * best_of, vqgan, clips, config, progress=progress)
+    images = result.images.view(best_of, len(prompts), *result.images.shape[1:])
+    if best_of > 1:
+        scores = clip_scores(result.images, prompts * best_of, clips).view(best_of, len(prompts))
+        images = images[scores.argmax(dim=0), torch.arange(len(prompts))]
+    else:
+        images = images[0]
     seconds = time.perf_counter() - tick
-    verdicts = judge(result.images, list(pairs), *judges)
-    return {"pairs": [list(p) for p in pairs], "prompts": prompts, "images": result.images,
+    verdicts = judge(images, list(pairs), *judges)
+    return {"pairs": [list(p) for p in pairs], "prompts": prompts, "images": images,
             "seconds": seconds, "samples_per_s": len(pairs) / seconds, "config": asdict(config),
-            **verdicts}  # fmt: skip
+            "best_of": best_of, **verdicts}  # fmt: skip
 
 
 def generate_command(args) -> int:

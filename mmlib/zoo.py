@@ -77,6 +77,9 @@ TINY_MODELS: dict[str, TinyClipSpec] = {
     "judge-clip": TinyClipSpec(
         seed=1, split="all", purpose="judges generated images (other seed, all pairs)"
     ),
+    "tiny-clip-b": TinyClipSpec(
+        seed=2, split="heldout", purpose="a second course CLIP: VQGAN+CLIP ensembles the two"
+    ),
 }
 
 
@@ -512,6 +515,110 @@ def get_clip(profile: str | None = None, device=None):
     return load_clip("mmlib:tiny-clip", device=device)
 
 
+def get_generation_clips(profile: str | None = None, device=None) -> list:
+    """Return the CLIPs VQGAN+CLIP steers with: ViT-B-32 (full), or the two course CLIPs (tiny).
+
+    Two tiny CLIPs (seeds 0 and 2, same data) ensembled as pixray does: a picture has to please
+    both, so it can no longer pass on one model's quirks (notebook 05 measures the difference).
+    """
+    from mmlib.clip import load_clip
+
+    if get_profile(profile) == "full":
+        return [get_clip("full", device=device)]
+    return [get_clip("tiny", device=device), load_clip("mmlib:tiny-clip-b", device=device)]
+
+
+VQGAN_CLIP_BEST_OF = 2  # the benchmark keeps the better of 2 starts, chosen by the tiny CLIPs
+
+
+def vqgan_clip_results_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of VQGAN+CLIP's benchmark: the 20 `judge.benchmark_pairs()` generated
+    with the tiny profile (best of 2 starts by the generator's own CLIPs) and judged twice
+    (made on first use; notebooks 05 and 06 read it)."""
+    from mmlib import generate, judge
+
+    config = generate.GenerateConfig(**generate.profile_settings("tiny"))
+    pairs = judge.benchmark_pairs()
+    inputs = [tiny_clip_dir("tiny-clip", home).name, tiny_clip_dir("tiny-clip-b", home).name,
+              tiny_vqgan_dir(home).name, tiny_clip_dir("judge-clip", home).name,
+              judge_classifier_dir(home).name]  # fmt: skip
+    folder = cache_dir(home) / "models" / model_key("vqgan-clip-results", asdict(config),
+                                                    pairs=pairs, models=inputs,
+                                                    best_of=VQGAN_CLIP_BEST_OF)  # fmt: skip
+
+    def make() -> None:
+        log.info("generating the VQGAN+CLIP benchmark (%d prompts), done once and cached",
+                 len(pairs))  # fmt: skip
+        results = generate.run_benchmark(get_vqgan("tiny", device="cpu"),
+                                         get_generation_clips("tiny", device="cpu"),
+                                         get_judges(), pairs, config,
+                                         best_of=VQGAN_CLIP_BEST_OF)  # fmt: skip
+        images = results.pop("images")
+
+        def write(tmp: Path) -> None:
+            save_file({"images": images.contiguous()}, str(tmp / "images.safetensors"))
+            info = {"name": "vqgan-clip-results", "mmlib_version": __version__, **results}
+            (tmp / "mmlib.json").write_text(json.dumps(info, indent=1))
+
+        _write_atomically(folder, write)
+
+    _make_once(folder, make)
+    return folder
+
+
+def vqgan_clip_results(home: str | os.PathLike | None = None) -> dict:
+    """Return VQGAN+CLIP's cached benchmark: pairs, prompts, images, each judge's verdicts."""
+    from safetensors.torch import load_file
+
+    folder = vqgan_clip_results_dir(home)
+    results = json.loads((folder / "mmlib.json").read_text())
+    results["images"] = load_file(str(folder / "images.safetensors"))["images"]
+    results["pairs"] = [tuple(p) for p in results["pairs"]]
+    for name in ("judge_clip", "classifier"):
+        results[name]["predictions"] = [tuple(p) for p in results[name]["predictions"]]
+    return results
+
+
+def dalle_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of the course's DALL-E-style token transformer (trained on first use
+    on the tiny VQGAN's tokens of held-out-split scenes, then measured with both judges)."""
+    from mmlib import dalle
+
+    config, training = dalle.DalleConfig(), dalle.DalleTrainConfig()
+    vqgan_name = tiny_vqgan_dir(home).name
+    folder = cache_dir(home) / "models" / model_key("tiny-dalle", asdict(config),
+                                                    training=asdict(training), vqgan=vqgan_name,
+                                                    sampling=dalle.SAMPLING)  # fmt: skip
+
+    def make() -> None:
+        log.info("training the token transformer: %d steps, done once and cached", training.steps)
+        vqgan = get_vqgan("tiny", device="cpu")
+        runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
+        model, history = dalle.train_dalle(config, training, vqgan, tiny_tokenizer(), folder=runs)
+        clip = get_clip("tiny", device="cpu")
+        evaluation = dalle.evaluate_dalle(model, vqgan, clip, get_judges(), **dalle.SAMPLING)
+        evaluation.pop("images")
+        info = {"name": "tiny-dalle", "mmlib_version": __version__, "history": history.records,
+                "train_seconds": history.last("seconds"), "sampling": dalle.SAMPLING,
+                "evaluation": evaluation}  # fmt: skip
+        dalle.save_dalle(folder, model, info)
+
+    _make_once(folder, make)
+    return folder
+
+
+def get_dalle(device=None):
+    """Return the course's trained token transformer (mmlib.dalle.TokenTransformer), in eval mode."""
+    from mmlib import dalle
+
+    return dalle.load_dalle(dalle_dir(), device=device, tokenizer=tiny_tokenizer())
+
+
+def tiny_dalle_info() -> dict:
+    """Return how the token transformer was made: history, seconds, the judges' verdicts."""
+    return json.loads((dalle_dir() / "mmlib.json").read_text())
+
+
 def example_images(profile: str | None = None, n: int = 4):
     """Return (images, captions): shapes-world scenes for tiny, scikit-image photos for full."""
     if get_profile(profile) == "full":
@@ -543,4 +650,6 @@ def prepare(profile: str | None = None) -> list[str]:
         names.append(name)
     print(f"tiny-vqgan: {tiny_vqgan_dir()}")
     print(f"judge-classifier: {judge_classifier_dir()}")
-    return [*names, "tiny-vqgan", "judge-classifier"]
+    print(f"vqgan-clip-results: {vqgan_clip_results_dir()}")
+    print(f"tiny-dalle: {dalle_dir()}")
+    return [*names, "tiny-vqgan", "judge-classifier", "vqgan-clip-results", "tiny-dalle"]

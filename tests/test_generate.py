@@ -223,3 +223,38 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
     assert out.images.shape == (1, 3, 256, 256) and len(out.losses) == 1
     assert torch.isfinite(out.images).all()
     json.dumps(g.asdict(out.config))  # the settings a PNG carries stay serialisable
+
+
+def test_best_of_keeps_the_start_the_generator_clips_score_highest(small_models, monkeypatch):
+    from mmlib.judge import ShapeColourNet
+
+    vqgan, clip = small_models
+    pairs = [("star", "red"), ("circle", "blue")]
+    seen = {}
+
+    def scores(images, prompts, clips):
+        seen["n"] = len(images)
+        return torch.tensor([0.1, 0.9, 0.8, 0.2])  # start 1 wins for prompt 0, start 0 for 1
+
+    monkeypatch.setattr(g, "clip_scores", scores)
+    cfg = g.GenerateConfig(steps=1, cutn=2)
+    both = g.generate(["a red star", "a blue circle"] * 2, vqgan, [clip], cfg, progress=False)
+    out = g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet().eval()), pairs, cfg, best_of=2,
+                          progress=False)  # fmt: skip
+    assert seen["n"] == 4 and out["best_of"] == 2
+    assert torch.equal(out["images"][0], both.images[2])
+    assert torch.equal(out["images"][1], both.images[1])
+    with pytest.raises(ValueError, match="best_of"):
+        g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet()), pairs, cfg, best_of=0)
+
+
+def test_clip_scores_rank_the_matching_prompt_higher(tiny_clip):
+    from mmlib import toyworld
+
+    pictures = torch.stack([toyworld.to_tensor(toyworld.render(toyworld.sample_scene(
+        9, i, "all", "single", pair=pair))) for i, pair in enumerate([("star", "red"), ("circle", "blue")])])  # fmt: skip
+    right = g.clip_scores(pictures, ["a red star", "a blue circle"], [tiny_clip])
+    wrong = g.clip_scores(pictures, ["a blue circle", "a red star"], [tiny_clip])
+    assert (right > wrong).all()
+    with pytest.raises(ValueError, match="prompts"):
+        g.clip_scores(pictures, ["a red star"], [tiny_clip])
