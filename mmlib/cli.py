@@ -47,6 +47,17 @@ def _parser() -> argparse.ArgumentParser:
     vq.add_argument("--steps", type=int, default=None)
     vq.add_argument("--seed", type=int, default=0)
 
+    dl_ = tsub.add_parser("dalle", help="train the token transformer on tiny-VQGAN tokens")
+    from mmlib.dalle import DalleTrainConfig
+
+    dd = DalleTrainConfig()
+    dl_.add_argument("--out", required=True, help="folder for checkpoints and the final model")
+    dl_.add_argument("--steps", type=int, default=dd.steps)
+    dl_.add_argument("--batch-size", type=int, default=dd.batch_size)
+    dl_.add_argument("--lr", type=float, default=dd.lr)
+    dl_.add_argument("--seed", type=int, default=dd.seed)
+    dl_.add_argument("--scenes", type=int, default=dd.n_scenes, help="training scenes")
+
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     from mmlib.generate import GenerateConfig
 
@@ -105,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             zoo.prepare(args.profile)
         else:
             return 0 if zoo.download_full(include_optional=args.all) else 1
+    elif args.command == "train" and args.model == "dalle":
+        from mmlib.dalle import train_dalle_command
+
+        train_dalle_command(args)
     elif args.command == "train" and args.model == "vqgan":
         from mmlib.vqgan import train_vqgan_command
 
