@@ -205,4 +205,4 @@ def judged_grid(images: Sequence, prompts: Sequence[str], verdicts: dict, ncols:
             seen = "✓" if v["correct"][k] else "✗ " + " ".join(reversed(v["predictions"][k]))
             lines.append(f"{name.replace('_', ' ')}: {seen}")
         titles.append("\n".join(lines))
-    return image_grid(images, titles, ncols=ncols, title=title, size=1.6)
+    return image_grid(images, titles, ncols=ncols, title=title, size=1.9)
