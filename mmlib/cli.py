@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=int, default=None, help="picture side (tiny 32, full 256)")
     gen.add_argument("--cutn", type=int, default=None)
     gen.add_argument("--lr", type=float, default=gd.lr)
+    gen.add_argument("--image-prompt", action="append", default=[],
+                     help="a picture to steer towards: 'path' or 'path:weight' (repeatable)")  # fmt: skip
     gen.add_argument("--init-image", default=None, help="start from this picture")
     gen.add_argument("--init-weight", type=float, default=gd.init_weight)
     gen.add_argument("--out", default="generated.png")

@@ -203,6 +203,15 @@ def _as_prompt_sets(prompts) -> list[list[Prompt]]:
     return sets
 
 
+def image_prompt(spec: str) -> Prompt:
+    """Return the image Prompt of "path" or "path:weight:stop", the picture loaded and checked
+    now (a missing file or one that is not an image fails here, before any model work)."""
+    from mmlib.images import load_image
+
+    parsed = parse_prompt(spec)
+    return Prompt(image=load_image(parsed.text), weight=parsed.weight, stop=parsed.stop)
+
+
 def _embed_prompts(sets, clips, device) -> list[list[list[torch.Tensor]]]:
     from mmlib.clip import encode_images, encode_texts
 
@@ -506,7 +515,8 @@ def generate_command(args) -> int:
         import numpy as np
 
         init = torch.from_numpy(np.asarray(load_image(args.init_image))).permute(2, 0, 1) / 255.0
-    prompts = [parse_prompt(p) for p in args.prompts]  # clear errors before loading models
+    # clear errors before loading models
+    prompts = [parse_prompt(p) for p in args.prompts] + [image_prompt(p) for p in args.image_prompt]
     result = generate([prompts], zoo.get_vqgan(args.profile), zoo.get_generation_clips(args.profile),
                       config, init_image=init)  # fmt: skip
     if result.stopped:

@@ -156,8 +156,10 @@ def test_generate_command_writes_png_and_video(tiny_clip, tmp_path, capsys):
     from mmlib.cli import main
 
     out, video = tmp_path / "x.png", tmp_path / "x.gif"
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(picture)
     code = main(["generate", "a red star", "a blue background:0.5", "--steps", "4", "--out",
-                 str(out), "--video", str(video)])  # fmt: skip
+                 str(out), "--video", str(video), "--image-prompt", f"{picture}:0.3"])  # fmt: skip
     assert code == 0 and Image.open(out).text["prompt"] == "a red star | a blue background"
     assert Image.open(video).n_frames >= 2
     with pytest.raises(ValueError, match="not a number"):
@@ -258,3 +260,16 @@ def test_clip_scores_rank_the_matching_prompt_higher(tiny_clip):
     assert (right > wrong).all()
     with pytest.raises(ValueError, match="prompts"):
         g.clip_scores(pictures, ["a red star"], [tiny_clip])
+
+
+def test_image_prompts_load_now_and_refuse_files_that_are_not_pictures(tmp_path):
+    good = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(good)
+    p = g.image_prompt(f"{good}:0.5")
+    assert p.text is None and p.weight == 0.5 and p.image.size == (32, 32)
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    with pytest.raises(ValueError, match="notes.png"):
+        g.image_prompt(str(bad))
+    with pytest.raises(FileNotFoundError):
+        g.image_prompt(str(tmp_path / "missing.png"))
