@@ -614,21 +614,13 @@ def evaluate_dalle(
     clip_model, _, clip_tokenizer = clip
     best = torch.stack([rerank(im, c, clip_model, clip_tokenizer)[0][0]
                         for im, c in zip(images, captions, strict=True)])  # fmt: skip
-    held = set(toyworld.HELD_OUT_PAIRS)
     ways = {"first": (images[:, 0], pairs), "reranked": (best, pairs),
             "all": (images.flatten(0, 1), [p for p in pairs for _ in range(n)])}  # fmt: skip
     result = {"samples_per_second": len(pairs) * n / seconds, "n": n, "pairs": pairs}
     for way, (ims, targets) in ways.items():
         verdicts = judge.judge(ims, targets, *judges)
-        result[way] = {}
-        for name, v in verdicts.items():
-            groups = {"seen": [ok for ok, t in zip(v["correct"], targets, strict=True)
-                               if t not in held],
-                      "heldout": [ok for ok, t in zip(v["correct"], targets, strict=True)
-                                  if t in held],
-                      "all": v["correct"]}  # fmt: skip
-            result[way][name] = {g: sum(c) / len(c) if c else float("nan")
-                                 for g, c in groups.items()}  # fmt: skip
+        result[way] = {name: judge.fractions_by_split(v["correct"], targets)
+                       for name, v in verdicts.items()}  # fmt: skip
     result["images"] = images
     return result
 

@@ -10,6 +10,7 @@ A picture is judged correct when the judge's (shape, colour) is the prompt's.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -139,6 +140,18 @@ def benchmark_pairs(n_seen: int = 12) -> list[tuple[str, str]]:
     if not 0 <= n_seen <= len(seen):
         raise ValueError(f"n_seen must be between 0 and {len(seen)}, got {n_seen}")
     return seen[:n_seen] + held
+
+
+def fractions_by_split(correct: Sequence[bool], pairs: Sequence[tuple[str, str]]) -> dict:
+    """Return the fraction correct on seen pairs, on held-out pairs and on all of them
+    ({"seen", "heldout", "all"}; nan for a group with no pictures)."""
+    if len(correct) != len(pairs):
+        raise ValueError(f"{len(correct)} verdicts for {len(pairs)} pairs")
+    held = set(toyworld.HELD_OUT_PAIRS)
+    groups = {"seen": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) not in held],
+              "heldout": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) in held],
+              "all": list(correct)}  # fmt: skip
+    return {g: sum(c) / len(c) if c else float("nan") for g, c in groups.items()}
 
 
 def benchmark_prompt(shape: str, colour: str) -> str:

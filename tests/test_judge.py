@@ -31,3 +31,14 @@ def test_judging_checks_its_input():
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         judge.classify(model, torch.rand(3, 32, 32))
     assert len(judge.classify(model, torch.rand(2, 3, 64, 64))) == 2  # other sizes are resized
+
+
+def test_fractions_by_split_separate_seen_and_held_out_pairs():
+    held = toyworld.HELD_OUT_PAIRS[0]
+    seen = next(p for p in toyworld.all_pairs() if p not in toyworld.HELD_OUT_PAIRS)
+    got = judge.fractions_by_split([True, False, True, True], [seen, seen, held, list(held)])
+    assert got == {"seen": 0.5, "heldout": 1.0, "all": 0.75}
+    only_seen = judge.fractions_by_split([True], [seen])
+    assert only_seen["seen"] == 1.0 and only_seen["heldout"] != only_seen["heldout"]  # nan
+    with pytest.raises(ValueError, match="verdicts"):
+        judge.fractions_by_split([True], [seen, held])
