@@ -42,6 +42,8 @@ COUNT_WORDS = {2: "two", 3: "three"}
 HELD_OUT_PAIRS = tuple((SHAPES[(c * 5 + 2) % len(SHAPES)], COLOUR_NAMES[c]) for c in range(8))
 SPLITS = ("heldout", "all")
 SCENE_MIX = {"single": 0.55, "pair": 0.3, "count": 0.15}
+BACKGROUNDS = ("gradient", "plain")  # plain: one flat grey, PLAIN_BACKGROUND
+PLAIN_BACKGROUND = (90, 90, 90)
 
 
 @dataclass
@@ -138,11 +140,16 @@ def sample_scene(
     kind: str | None = None,
     pair: tuple[str, str] | None = None,
     size: int = IMAGE_SIZE,
+    object_size: str | None = None,
+    background: str = "gradient",
 ) -> Scene:
     """Return scene `index` of the world with `seed`: a pure function of its arguments.
 
     `kind` forces "single", "pair" or "count" (else drawn from SCENE_MIX); `pair` forces the
     (shape, colour) of the first object (any pair, held-out included: for evaluation).
+    A simpler world, for a model with little compute (notebook 06): `object_size` forces the
+    size of a single object ("small" or "large"), `background="plain"` draws on one flat grey
+    instead of a random gradient. Everything else stays as the scene with the defaults.
     """
     rng = _rng(seed, index)
     pairs = allowed_pairs(split)
@@ -150,11 +157,18 @@ def sample_scene(
         kind = str(rng.choice(list(SCENE_MIX), p=list(SCENE_MIX.values())))
     if kind not in SCENE_MIX:
         raise ValueError(f"kind={kind!r} is not known; choose one of {list(SCENE_MIX)}")
+    if object_size is not None and object_size not in SIZES:
+        raise ValueError(f"object_size={object_size!r} is not known; choose one of {list(SIZES)}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background={background!r} is not known; choose one of {BACKGROUNDS}")
     first = pair if pair is not None else pairs[rng.integers(len(pairs))]
-    bg = _background(rng)
+    bg = _background(rng)  # drawn either way, so the rest of the scene stays the same
+    if background == "plain":
+        bg = (PLAIN_BACKGROUND, PLAIN_BACKGROUND)
     full = (0.0, float(size))
     if kind == "single":
         size_name = str(rng.choice(list(SIZES)))
+        size_name = object_size or size_name
         r = SIZES[size_name] * size
         x, y = _place(rng, r, full, full)
         objs = [Obj(first[0], first[1], size_name, x, y, r)]

@@ -72,6 +72,20 @@ def test_the_object_is_drawn_in_its_colour():
                           atol=2)  # fmt: skip
 
 
+def test_the_simpler_world_keeps_everything_but_size_and_background():
+    for i in range(40):
+        plain = tw.sample_scene(3, i, "heldout", "single", object_size="large", background="plain")
+        usual = tw.sample_scene(3, i, "heldout", "single")
+        a, b = plain.objects[0], usual.objects[0]
+        assert (a.shape, a.colour, a.size) == (b.shape, b.colour, "large")
+        assert a.r == tw.SIZES["large"] * tw.IMAGE_SIZE and a.r <= a.x <= tw.IMAGE_SIZE - a.r
+        assert "small" not in plain.caption and a.colour in plain.caption
+        corner = tw.render(plain)[0, 0]
+        assert tuple(int(v) for v in corner) == tw.PLAIN_BACKGROUND
+    # the defaults draw exactly the scene they always drew
+    assert tw.sample_scene(3, 5, background="gradient") == tw.sample_scene(3, 5)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="n must be"):
         tw.ShapesWorld(0)
@@ -81,3 +95,7 @@ def test_bad_input_is_refused():
         tw.sample_scene(0, 0, kind="triple")
     with pytest.raises(IndexError):
         tw.ShapesWorld(3).scene(3)
+    with pytest.raises(ValueError, match="object_size"):
+        tw.sample_scene(0, 0, object_size="huge")
+    with pytest.raises(ValueError, match="background"):
+        tw.sample_scene(0, 0, background="stripes")
