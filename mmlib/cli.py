@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     dl_.add_argument("--lr", type=float, default=dd.lr)
     dl_.add_argument("--seed", type=int, default=dd.seed)
     dl_.add_argument("--scenes", type=int, default=dd.n_scenes, help="training scenes")
+    dl_.add_argument("--full-world", action="store_true",
+                     help="train on the full world (both sizes, gradient backgrounds), not one "
+                          "large object on plain grey")  # fmt: skip
 
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     from mmlib.generate import GenerateConfig

@@ -581,26 +581,30 @@ def vqgan_clip_results(home: str | os.PathLike | None = None) -> dict:
 
 def dalle_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of the course's DALL-E-style token transformer (trained on first use
-    on the tiny VQGAN's tokens of held-out-split scenes, then measured with both judges)."""
+    on the tiny VQGAN's tokens of held-out-split scenes in the world DalleTrainConfig picks,
+    then measured with both judges)."""
     from mmlib import dalle
 
     config, training = dalle.DalleConfig(), dalle.DalleTrainConfig()
     vqgan_name = tiny_vqgan_dir(home).name
     folder = cache_dir(home) / "models" / model_key("tiny-dalle", asdict(config),
                                                     training=asdict(training), vqgan=vqgan_name,
-                                                    sampling=dalle.SAMPLING)  # fmt: skip
+                                                    sampling=dalle.SAMPLING,
+                                                    draws=dalle.BENCHMARK_DRAWS)  # fmt: skip
 
     def make() -> None:
         log.info("training the token transformer: %d steps, done once and cached", training.steps)
         vqgan = get_vqgan("tiny", device="cpu")
         runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
         model, history = dalle.train_dalle(config, training, vqgan, tiny_tokenizer(), folder=runs)
-        clip = get_clip("tiny", device="cpu")
-        evaluation = dalle.evaluate_dalle(model, vqgan, clip, get_judges(), **dalle.SAMPLING)
+        clips = get_generation_clips("tiny", device="cpu")  # the course's two CLIPs re-rank
+        evaluation = dalle.evaluate_dalle(
+            model, vqgan, clips, get_judges(), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
+        )
         evaluation.pop("images")
         info = {"name": "tiny-dalle", "mmlib_version": __version__, "history": history.records,
                 "train_seconds": history.last("seconds"), "sampling": dalle.SAMPLING,
-                "evaluation": evaluation}  # fmt: skip
+                "training": asdict(training), "evaluation": evaluation}  # fmt: skip
         dalle.save_dalle(folder, model, info)
 
     _make_once(folder, make)

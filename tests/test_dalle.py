@@ -169,18 +169,52 @@ def test_rerank_keeps_the_samples_clip_scores_highest(tiny_clip):
                           "single"))) for i in range(6)])  # fmt: skip
     sims = (encode_images(model, None, images, progress=False)
             @ encode_texts(model, tok, "a red star", progress=False).T)[:, 0]  # fmt: skip
-    best, scores, order = dalle.rerank(images, "a red star", model, tok, keep=3)
+    best, scores, order = dalle.rerank(images, "a red star", tiny_clip, keep=3)
     assert order.tolist() == sims.argsort(descending=True)[:3].tolist()
     assert torch.allclose(scores, sims[order]) and torch.equal(best, images[order])
-    assert scores[0] == sims.max()
+    assert torch.isclose(scores[0], sims.max())
+    # several CLIPs: their similarities add up (the same CLIP twice: twice the score, same order)
+    _, twice, order2 = dalle.rerank(images, "a red star", [tiny_clip, tiny_clip], keep=3)
+    assert torch.allclose(twice, 2 * scores) and torch.equal(order2, order)
+    with pytest.raises(ValueError, match="at least one CLIP"):
+        dalle.rerank(images, "a red star", [])
+    with pytest.raises(ValueError, match="keep"):
+        dalle.rerank(images, "a red star", tiny_clip, keep=0)
+
+
+def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(model, vqgan, tiny_clip):
+    from mmlib import judge
+    from mmlib.zoo import get_judges
+
+    pairs = [judge.benchmark_pairs()[0], toyworld.HELD_OUT_PAIRS[0]]
+    ev = dalle.evaluate_dalle(model, vqgan, [tiny_clip, tiny_clip], get_judges(), pairs=pairs,
+                              n=3, seed=1, draws=2, top_k=8)  # fmt: skip
+    assert ev["pairs"] == pairs * 2 and ev["images"].shape == (4, 3, 3, 32, 32)
+    for way in ("first", "all", "reranked", "reranked_one"):
+        assert set(ev[way]) == {"judge_clip", "classifier"}
+    by_draw = ev["reranked_by_draw"]["classifier"]
+    assert len(by_draw) == 2
+    for group in ("seen", "heldout"):  # the draws average to the whole
+        assert ev["reranked"]["classifier"][group] == pytest.approx(
+            sum(d[group] for d in by_draw) / 2)  # fmt: skip
+    one = dalle.evaluate_dalle(model, vqgan, tiny_clip, get_judges(), pairs=pairs, n=2)
+    assert "reranked_one" not in one and len(one["reranked_by_draw"]["judge_clip"]) == 1
+    with pytest.raises(ValueError, match="draws"):
+        dalle.evaluate_dalle(model, vqgan, tiny_clip, get_judges(), pairs=pairs, draws=0)
 
 
 def test_training_data_never_shows_a_held_out_pair(model, vqgan):
-    text, image = dalle.scene_data(model, vqgan, 60, seed=1, split="heldout")
+    tc = dalle.DalleTrainConfig()  # the course's world: one large object on plain grey
+    text, image = dalle.scene_data(model, vqgan, 60, seed=1, split="heldout",
+                                   object_size=tc.object_size, background=tc.background)  # fmt: skip
     assert text.shape == (60, 16) and image.shape == (60, 64) and image.max() < 256
     for caption in model.decode_captions(text):
         words = set(caption.split())
         assert not any({s, c} <= words for s, c in toyworld.HELD_OUT_PAIRS), caption
+        assert "small" not in words, caption
+    full_text, full_image = dalle.scene_data(model, vqgan, 60, seed=1, split="heldout")
+    assert any("small" in c.split() for c in model.decode_captions(full_text))
+    assert not torch.equal(full_image, image)
 
 
 def test_training_resumes_from_a_checkpoint_and_the_model_saves_and_loads(tmp_path, tokenizer):
@@ -218,10 +252,12 @@ def test_train_dalle_command_writes_a_model_that_loads(tmp_path, capsys):
     from mmlib.cli import main
 
     main(["train", "dalle", "--out", str(tmp_path), "--steps", "3", "--batch-size", "4",
-          "--scenes", "32"])  # fmt: skip
+          "--scenes", "32", "--full-world"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert "reranked" in printed and "held-out" in printed
+    assert "best of 8 by both CLIPs" in printed and "by the tiny CLIP" in printed
+    assert "held-out" in printed
     model = dalle.load_dalle(tmp_path / "model")
     assert isinstance(model, dalle.TokenTransformer) and not model.training
     info = json.loads((tmp_path / "model" / "mmlib.json").read_text())
     assert info["training"]["steps"] == 3 and info["history"]
+    assert info["training"]["background"] == "gradient" and info["training"]["object_size"] is None
