@@ -554,14 +554,6 @@ def decode_partial(vqgan, tokens: torch.Tensor, n_tokens: int = 64,
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_clips(clips) -> list:
-    """Return one CLIP (model, preprocess, tokenizer) or a sequence of them as a list."""
-    first = next(iter(clips), None)
-    if first is None:
-        raise ValueError("re-ranking needs at least one CLIP (model, preprocess, tokenizer)")
-    return [clips] if isinstance(first, nn.Module) else list(clips)
-
-
 @torch.no_grad()
 def rerank(images: torch.Tensor, caption: str, clips,
            keep: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -571,11 +563,11 @@ def rerank(images: torch.Tensor, caption: str, clips,
     `clips`: one CLIP (model, preprocess, tokenizer), or several whose cosine similarities are
     summed (`generate.clip_scores`, as VQGAN+CLIP's ensemble).
     """
-    from mmlib.generate import clip_scores
+    from mmlib.generate import as_clips, clip_scores
 
     if len(images) == 0 or keep < 1:
         raise ValueError(f"rerank needs images and keep >= 1, got {len(images)} and {keep}")
-    scores, order = clip_scores(images, [caption] * len(images), _as_clips(clips)).sort(
+    scores, order = clip_scores(images, [caption] * len(images), as_clips(clips)).sort(
         descending=True
     )
     keep = min(keep, len(images))
@@ -627,6 +619,7 @@ def evaluate_dalle(
     (default SAMPLING).
     """
     from mmlib import judge
+    from mmlib.generate import as_clips
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -638,7 +631,7 @@ def evaluate_dalle(
                                          **(sampling or SAMPLING)))  # fmt: skip
     seconds = time.perf_counter() - tick
     images = images.view(len(pairs), n, *images.shape[1:])
-    clips = _as_clips(clips)
+    clips = as_clips(clips)
     ways = {"first": (images[:, 0], pairs),
             "all": (images.flatten(0, 1), [p for p in pairs for _ in range(n)])}  # fmt: skip
     rerankers = {"reranked": clips, **({"reranked_one": clips[:1]} if len(clips) > 1 else {})}

@@ -266,9 +266,7 @@ def generate(
 
     config = config or GenerateConfig()
     sets = _as_prompt_sets(prompts)
-    clips = [tuple(c) for c in clips] if not hasattr(clips, "model") else [tuple(clips)]
-    if not clips:
-        raise ValueError("clips is empty: give at least one CLIP (model, preprocess, tokenizer)")
+    clips = as_clips(clips)
     dev = get_device(device)
     size = round_size(config.size, vqgan.factor)
     if size != config.size:
@@ -446,6 +444,15 @@ def profile_settings(profile: str | None = None) -> dict:
     if get_profile(profile) == "full":
         return {"size": 256, "cutn": 32, "cut_min": 0.5, "smoothness": 0.0}
     return {"size": 32, "cutn": 16}
+
+
+def as_clips(clips) -> list[tuple]:
+    """Return one CLIP (model, preprocess, tokenizer) or a sequence of them as a list of triples."""
+    first = next(iter(clips), None)
+    if first is None:
+        raise ValueError("clips is empty: give at least one CLIP (model, preprocess, tokenizer)")
+    single = hasattr(clips, "model") or isinstance(first, torch.nn.Module)
+    return [tuple(clips)] if single else [tuple(c) for c in clips]
 
 
 def clip_scores(images: torch.Tensor, prompts: Sequence[str], clips: Sequence) -> torch.Tensor:
