@@ -614,8 +614,9 @@ def evaluate_dalle(
     way ("first": one sample per pair, "all": every sample, "reranked": the CLIPs' best of n,
     and with several CLIPs "reranked_one": the first CLIP's best of n) the fraction judged
     correct on seen, held-out and all pairs; also samples per second (sampling and decoding
-    only); "reranked_by_draw": the "reranked" fractions of each draw; "pairs" (draws x pairs)
-    and the pictures (draws x pairs, n, 3, H, W). `sampling`: keyword arguments of `sample`
+    only); "reranked_by_draw": the "reranked" fractions of each draw; "pairs" (draws x pairs),
+    the pictures (draws x pairs, n, 3, H, W) and "best", the re-ranked ones (draws x pairs, 3,
+    H, W). `sampling`: keyword arguments of `sample`
     (default SAMPLING).
     """
     from mmlib import judge
@@ -649,7 +650,7 @@ def evaluate_dalle(
             result["reranked_by_draw"] = {
                 name: [judge.fractions_by_split(v["correct"][d * k : (d + 1) * k], one_draw)
                        for d in range(draws)] for name, v in verdicts.items()}  # fmt: skip
-    result["images"] = images
+    result["images"], result["best"] = images, ways["reranked"][0]
     return result
 
 

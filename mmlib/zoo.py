@@ -601,7 +601,7 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
         evaluation = dalle.evaluate_dalle(
             model, vqgan, clips, get_judges(), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
         )
-        evaluation.pop("images")
+        evaluation.pop("images"), evaluation.pop("best")  # pictures: not for the JSON
         info = {"name": "tiny-dalle", "mmlib_version": __version__, "history": history.records,
                 "train_seconds": history.last("seconds"), "sampling": dalle.SAMPLING,
                 "training": asdict(training), "evaluation": evaluation}  # fmt: skip

@@ -190,6 +190,7 @@ def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(model, v
     ev = dalle.evaluate_dalle(model, vqgan, [tiny_clip, tiny_clip], get_judges(), pairs=pairs,
                               n=3, seed=1, draws=2, top_k=8)  # fmt: skip
     assert ev["pairs"] == pairs * 2 and ev["images"].shape == (4, 3, 3, 32, 32)
+    assert ev["best"].shape == (4, 3, 32, 32)
     for way in ("first", "all", "reranked", "reranked_one"):
         assert set(ev[way]) == {"judge_clip", "classifier"}
     by_draw = ev["reranked_by_draw"]["classifier"]
