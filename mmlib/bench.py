@@ -125,7 +125,7 @@ def bench_embed(
                         n=n,
                         model=model,
                         batch_size=batch_size,
-                    )  # fmt: skip
+                    )
                 )
     print(f"bench embed: model {model}, batch_size {batch_size}, images read from PNG files")
     print(f"{'images':>7} {'variant':>8} {'img/s':>9} {'peak MB':>9}")
@@ -172,8 +172,13 @@ def _train_child(variant: str, steps: int, batch_size: int) -> dict:
         # A plain open_clip loop: same model, batches and optimiser settings, nothing else.
         batches = ShapesBatches(config, tokenizer, tensor_transform(model))
         loss_fn = open_clip.ClipLoss()
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
-                                weight_decay=config.weight_decay)  # fmt: skip
+        opt = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.lr,
+            betas=(0.9, 0.98),
+            eps=1e-6,
+            weight_decay=config.weight_decay,
+        )
         model.train()
         for step in range(steps):
             images, tokens = batches.batch(step)
@@ -191,17 +196,24 @@ def _time_to_accuracy_child(steps: int, eval_every: int) -> dict:
     from mmlib.contrastive import ClipTrainConfig, train_clip
 
     base = zoo.TINY_CLIP_TRAINING
-    config = ClipTrainConfig(**{**base, "steps": steps, "eval_every": eval_every,
-                                "eval_per_pair": 20})  # fmt: skip
+    config = ClipTrainConfig(
+        **{**base, "steps": steps, "eval_every": eval_every, "eval_per_pair": 20}
+    )
     start = time.perf_counter()
-    history = train_clip(zoo.new_tiny_clip(0), zoo.tiny_tokenizer(), config, progress=False,
-                         device="cpu")  # fmt: skip
+    history = train_clip(
+        zoo.new_tiny_clip(0), zoo.tiny_tokenizer(), config, progress=False, device="cpu"
+    )
     wall = time.perf_counter() - start
     curve = [
-        {"step": r["step"] + 1, "seconds": r["seconds"], "seen": r["zeroshot_seen"],
-         "heldout": r["zeroshot_heldout"]}
-        for r in history.records if "zeroshot_seen" in r
-    ]  # fmt: skip
+        {
+            "step": r["step"] + 1,
+            "seconds": r["seconds"],
+            "seen": r["zeroshot_seen"],
+            "heldout": r["zeroshot_heldout"],
+        }
+        for r in history.records
+        if "zeroshot_seen" in r
+    ]
     return {"curve": curve, "wall_seconds": wall, "train_seconds": history.last("seconds")}
 
 
@@ -216,22 +228,30 @@ def bench_train(quick: bool = False) -> dict:
     tta = run_child(
         "_time_to_accuracy_child", steps=full_steps, eval_every=max(10, full_steps // 8)
     )
-    print(f"bench train (a): time to accuracy of the tiny CLIP on {torch.get_num_threads()} "
-          f"CPU threads, {full_steps} steps")  # fmt: skip
+    print(
+        f"bench train (a): time to accuracy of the tiny CLIP on {torch.get_num_threads()} "
+        f"CPU threads, {full_steps} steps"
+    )
     print(f"{'step':>6} {'train s':>8} {'seen':>6} {'held-out':>9}")
     for row in tta["curve"]:
         print(f"{row['step']:>6} {row['seconds']:>8.1f} {row['seen']:>6.3f} {row['heldout']:>9.3f}")
     final = tta["curve"][-1]
-    print(f"final: {final['seen']:.3f} seen / {final['heldout']:.3f} held-out after "
-          f"{tta['train_seconds']:.0f} s of training ({tta['wall_seconds']:.0f} s wall with "
-          f"evaluations); goal >= 0.95 / >= 0.80 within 120 s")  # fmt: skip
+    print(
+        f"final: {final['seen']:.3f} seen / {final['heldout']:.3f} held-out after "
+        f"{tta['train_seconds']:.0f} s of training ({tta['wall_seconds']:.0f} s wall with "
+        f"evaluations); goal >= 0.95 / >= 0.80 within 120 s"
+    )
     speed_steps = 8 if quick else 40
-    runs = {v: run_child("_train_child", variant=v, steps=speed_steps, batch_size=128)
-            for v in ("plain", "mmlib")}  # fmt: skip
+    runs = {
+        v: run_child("_train_child", variant=v, steps=speed_steps, batch_size=128)
+        for v in ("plain", "mmlib")
+    }
     ratio = runs["mmlib"]["samples_per_s"] / runs["plain"]["samples_per_s"]
-    print(f"bench train (b): {speed_steps} steps of batch 128; plain open_clip loop "
-          f"{runs['plain']['samples_per_s']:.0f} samples/s, mmlib trainer "
-          f"{runs['mmlib']['samples_per_s']:.0f} samples/s: {ratio:.2f}x (goal >= 1.0)")  # fmt: skip
+    print(
+        f"bench train (b): {speed_steps} steps of batch 128; plain open_clip loop "
+        f"{runs['plain']['samples_per_s']:.0f} samples/s, mmlib trainer "
+        f"{runs['mmlib']['samples_per_s']:.0f} samples/s: {ratio:.2f}x (goal >= 1.0)"
+    )
     return {"time_to_accuracy": tta, "throughput_ratio": ratio, "runs": runs}
 
 
@@ -240,8 +260,9 @@ def bench_train(quick: bool = False) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def clustered_unit_vectors(n: int, dim: int = 512, clusters: int = 1000, spread: float = 0.6,
-                           seed: int = 0) -> np.ndarray:  # fmt: skip
+def clustered_unit_vectors(
+    n: int, dim: int = 512, clusters: int = 1000, spread: float = 0.6, seed: int = 0
+) -> np.ndarray:
     """Return (n, dim) float16 unit vectors in clusters, like real CLIP embeddings (not noise)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
@@ -297,12 +318,19 @@ def bench_search(quick: bool = False, n: int | None = None, dim: int = 512) -> d
     single_s /= len(queries)
     recall = recall_at_k(approx, torch.stack(exact))
     mb = data.nbytes / 1e6
-    print(f"bench search: top-10 over {n:,} x {dim} float16 clustered unit vectors ({mb:.0f} MB), "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
-    rows = [("read the matrix once (floor)", floor), ("mmlib exact (torch fp16 + topk)", exact_s),
-            ("naive (numpy dot + Python sort)", naive_s),
-            (f"FAISS IVF (nlist {faiss_index.index.nlist}, nprobe {faiss_index.index.nprobe})",
-             single_s)]  # fmt: skip
+    print(
+        f"bench search: top-10 over {n:,} x {dim} float16 clustered unit vectors ({mb:.0f} MB), "
+        f"{torch.get_num_threads()} threads"
+    )
+    rows = [
+        ("read the matrix once (floor)", floor),
+        ("mmlib exact (torch fp16 + topk)", exact_s),
+        ("naive (numpy dot + Python sort)", naive_s),
+        (
+            f"FAISS IVF (nlist {faiss_index.index.nlist}, nprobe {faiss_index.index.nprobe})",
+            single_s,
+        ),
+    ]
     for name, sec in rows:
         print(f"  {name:<44} {sec * 1000:10.2f} ms/query")
     figures = {
@@ -313,10 +341,12 @@ def bench_search(quick: bool = False, n: int | None = None, dim: int = 512) -> d
         "faiss_build_s": build_s,
         "n": n,
     }
-    print(f"exact is {figures['exact_vs_naive']:.0f}x faster than naive (goal >= 20x) and "
-          f"{figures['exact_vs_floor']:.2f}x the bandwidth floor (goal <= 2x)\n"
-          f"FAISS: recall@10 {recall:.3f} (goal >= 0.95), {figures['faiss_vs_exact']:.1f}x the "
-          f"speed of exact (goal >= 10x); built in {build_s:.1f} s")  # fmt: skip
+    print(
+        f"exact is {figures['exact_vs_naive']:.0f}x faster than naive (goal >= 20x) and "
+        f"{figures['exact_vs_floor']:.2f}x the bandwidth floor (goal <= 2x)\n"
+        f"FAISS: recall@10 {recall:.3f} (goal >= 0.95), {figures['faiss_vs_exact']:.1f}x the "
+        f"speed of exact (goal >= 10x); built in {build_s:.1f} s"
+    )
     figures["indexing"] = _bench_indexing(128 if quick else 1000)
     return figures
 
@@ -325,8 +355,10 @@ def _bench_indexing(n: int) -> dict:
     """Indexing throughput against encode_images alone on the same files (bookkeeping cost)."""
     result = run_child("_indexing_child", n=n)
     ratio = result["index_per_s"] / result["encode_per_s"]
-    print(f"indexing {n} images: {result['index_per_s']:.0f} img/s, encode_images alone "
-          f"{result['encode_per_s']:.0f} img/s: {ratio:.2f}x (goal >= 0.90)")  # fmt: skip
+    print(
+        f"indexing {n} images: {result['index_per_s']:.0f} img/s, encode_images alone "
+        f"{result['encode_per_s']:.0f} img/s: {ratio:.2f}x (goal >= 0.90)"
+    )
     return {**result, "ratio": ratio}
 
 
@@ -342,8 +374,9 @@ def _indexing_child(n: int) -> dict:
         toyworld.save_scenes(folder, n, seed=5, progress=False)
         paths = scan_images(folder)
         encode_images(clip.model, clip.preprocess, paths[:64], progress=False)  # warm-up
-        encode_s, _ = _timed(lambda: encode_images(clip.model, clip.preprocess, paths,
-                                                   progress=False), 1)  # fmt: skip
+        encode_s, _ = _timed(
+            lambda: encode_images(clip.model, clip.preprocess, paths, progress=False), 1
+        )
         index = ImageIndex(Path(tmp) / "idx", clip)
         index_s, _ = _timed(lambda: index.build(folder, progress=False), 1)
     return {"encode_per_s": n / encode_s, "index_per_s": n / index_s}
@@ -365,8 +398,16 @@ def _vqgan_child(steps: int, eval_every: int, disc_start: int) -> dict:
     start = time.perf_counter()
     history = vqgan.train_vqgan(model, config, progress=False)
     wall = time.perf_counter() - start
-    curve = [{"step": r["step"] + 1, "seconds": r["seconds"], "psnr": r["psnr"],
-              "codebook_used": r["codebook_used"]} for r in history.records if "psnr" in r]  # fmt: skip
+    curve = [
+        {
+            "step": r["step"] + 1,
+            "seconds": r["seconds"],
+            "psnr": r["psnr"],
+            "codebook_used": r["codebook_used"],
+        }
+        for r in history.records
+        if "psnr" in r
+    ]
     return {"curve": curve, "wall_seconds": wall}
 
 
@@ -401,9 +442,11 @@ def bench_vqgan_loading() -> dict:
         run_child("_write_official_fixture", path=path)
         result = run_child("_load_memory_child", path=path)
     copies = result["peak_growth_mb"] / result["model_mb"] - 1
-    print(f"loading a {result['model_mb']:.0f} MB official-size VQGAN checkpoint: peak memory grew "
-          f"{result['peak_growth_mb']:.0f} MB = the model + {copies:.2f} copies of its weights "
-          f"(goal: at most 1 copy beyond the model)")  # fmt: skip
+    print(
+        f"loading a {result['model_mb']:.0f} MB official-size VQGAN checkpoint: peak memory grew "
+        f"{result['peak_growth_mb']:.0f} MB = the model + {copies:.2f} copies of its weights "
+        f"(goal: at most 1 copy beyond the model)"
+    )
     return {**result, "copies_beyond_model": copies}
 
 
@@ -413,15 +456,21 @@ def bench_vqgan(quick: bool = False) -> dict:
 
     default = VQGANTrainConfig()
     steps = 40 if quick else default.steps
-    result = run_child("_vqgan_child", steps=steps, eval_every=max(10, steps // 8),
-                       disc_start=steps // 2 if quick else default.disc_start)  # fmt: skip
+    result = run_child(
+        "_vqgan_child",
+        steps=steps,
+        eval_every=max(10, steps // 8),
+        disc_start=steps // 2 if quick else default.disc_start,
+    )
     print(f"bench vqgan: tiny VQGAN, {steps} steps of batch {default.batch_size}")
     print(f"{'step':>6} {'train s':>8} {'PSNR dB':>8} {'codes used':>11}")
     for r in result["curve"]:
         print(f"{r['step']:>6} {r['seconds']:>8.1f} {r['psnr']:>8.2f} {r['codebook_used']:>11.0%}")
     final = result["curve"][-1]
-    print(f"final: {final['psnr']:.2f} dB, {final['codebook_used']:.0%} of the codebook after "
-          f"{final['seconds']:.0f} s (goal >= 26 dB and >= 50% within 300 s)")  # fmt: skip
+    print(
+        f"final: {final['psnr']:.2f} dB, {final['codebook_used']:.0%} of the codebook after "
+        f"{final['seconds']:.0f} s (goal >= 26 dB and >= 50% within 300 s)"
+    )
     result["loading"] = bench_vqgan_loading()
     return result
 
@@ -449,8 +498,9 @@ def _generation_models(config: str, device: str):
         return clip, vq.vqgan_from_config(vq.F16_16384_CONFIG).to(device).eval()
 
 
-def _generate_child(variant: str, steps: int, cutn: int, prompts: int, config: str = "tiny",
-                    device: str = "cpu") -> dict:  # fmt: skip
+def _generate_child(
+    variant: str, steps: int, cutn: int, prompts: int, config: str = "tiny", device: str = "cpu"
+) -> dict:
     import torch
 
     from mmlib import generate as g
@@ -460,8 +510,14 @@ def _generate_child(variant: str, steps: int, cutn: int, prompts: int, config: s
         p.requires_grad_(False)
     size = g.profile_settings(config)["size"]
     texts = ["a red star", "a blue circle", "a green heart", "a white cross"][:prompts]
-    g.generate(texts[:1], vqgan, [clip], g.GenerateConfig(steps=1, cutn=cutn, size=size),
-               progress=False, device=device)  # warm-up (CUDA kernels, allocator)  # fmt: skip
+    g.generate(
+        texts[:1],
+        vqgan,
+        [clip],
+        g.GenerateConfig(steps=1, cutn=cutn, size=size),
+        progress=False,
+        device=device,
+    )  # warm-up (CUDA kernels, allocator)
     if device != "cpu":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -474,8 +530,13 @@ def _generate_child(variant: str, steps: int, cutn: int, prompts: int, config: s
     if device != "cpu":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"variant": variant, "iterations_per_s": steps * len(texts) / seconds,
-            "threads": torch.get_num_threads(), "device": device, "config": config}  # fmt: skip
+    return {
+        "variant": variant,
+        "iterations_per_s": steps * len(texts) / seconds,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "config": config,
+    }
 
 
 def bench_generate(quick: bool = False) -> dict:
@@ -490,22 +551,38 @@ def bench_generate(quick: bool = False) -> dict:
         cases.append(("full", "cuda", 10 if quick else 30, 32, 2 if quick else 4))
     out = {}
     for config, device, n, cuts, k in cases:
-        runs = {v: run_child("_generate_child", variant=v, steps=n, cutn=cuts, prompts=k,
-                             config=config, device=device)
-                for v in ("reference", "mmlib")}  # fmt: skip
+        runs = {
+            v: run_child(
+                "_generate_child",
+                variant=v,
+                steps=n,
+                cutn=cuts,
+                prompts=k,
+                config=config,
+                device=device,
+            )
+            for v in ("reference", "mmlib")
+        }
         ratio = runs["mmlib"]["iterations_per_s"] / runs["reference"]["iterations_per_s"]
-        print(f"bench generate: {config} models on {device}, cutn {cuts}, {k} prompts, {n} steps "
-              f"each\n  reference loop (per-cut Python loop, one picture at a time): "
-              f"{runs['reference']['iterations_per_s']:.1f} it/s\n  mmlib generate (batched "
-              f"cutouts, prompts as one batch): {runs['mmlib']['iterations_per_s']:.1f} it/s\n"
-              f"  {ratio:.2f}x (goal >= 1.5x)")  # fmt: skip
+        print(
+            f"bench generate: {config} models on {device}, cutn {cuts}, {k} prompts, {n} steps "
+            f"each\n  reference loop (per-cut Python loop, one picture at a time): "
+            f"{runs['reference']['iterations_per_s']:.1f} it/s\n  mmlib generate (batched "
+            f"cutouts, prompts as one batch): {runs['mmlib']['iterations_per_s']:.1f} it/s\n"
+            f"  {ratio:.2f}x (goal >= 1.5x)"
+        )
         out[f"{config}-{device}"] = {"runs": runs, "ratio": ratio}
     out["ratio"] = out["tiny-cpu"]["ratio"]
     return out
 
 
-BENCHES = {"embed": bench_embed, "train": bench_train, "search": bench_search,
-           "vqgan": bench_vqgan, "generate": bench_generate}  # fmt: skip
+BENCHES = {
+    "embed": bench_embed,
+    "train": bench_train,
+    "search": bench_search,
+    "vqgan": bench_vqgan,
+    "generate": bench_generate,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,9 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     dl_.add_argument("--lr", type=float, default=dd.lr)
     dl_.add_argument("--seed", type=int, default=dd.seed)
     dl_.add_argument("--scenes", type=int, default=dd.n_scenes, help="training scenes")
-    dl_.add_argument("--full-world", action="store_true",
-                     help="train on the full world (both sizes, gradient backgrounds), not one "
-                          "large object on plain grey")  # fmt: skip
+    dl_.add_argument(
+        "--full-world",
+        action="store_true",
+        help="train on the full world (both sizes, gradient backgrounds), not one "
+        "large object on plain grey",
+    )
 
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     from mmlib.generate import GenerateConfig
@@ -71,8 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=int, default=None, help="picture side (tiny 32, full 256)")
     gen.add_argument("--cutn", type=int, default=None)
     gen.add_argument("--lr", type=float, default=gd.lr)
-    gen.add_argument("--image-prompt", action="append", default=[],
-                     help="a picture to steer towards: 'path' or 'path:weight' (repeatable)")  # fmt: skip
+    gen.add_argument(
+        "--image-prompt",
+        action="append",
+        default=[],
+        help="a picture to steer towards: 'path' or 'path:weight' (repeatable)",
+    )
     gen.add_argument("--init-image", default=None, help="start from this picture")
     gen.add_argument("--init-weight", type=float, default=gd.init_weight)
     gen.add_argument("--out", default="generated.png")

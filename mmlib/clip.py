@@ -261,10 +261,15 @@ def load_clip(
             if tag_cfg.get(k) is not None
         }
         return _create(
-            model_name, weights, dev, name=name, weights=str(weights),
-            weights_only=weights_only, quick_gelu=tag_cfg.get("quick_gelu", False),
+            model_name,
+            weights,
+            dev,
+            name=name,
+            weights=str(weights),
+            weights_only=weights_only,
+            quick_gelu=tag_cfg.get("quick_gelu", False),
             **{f"image_{k}": v for k, v in preprocess_kw.items()},
-        )  # fmt: skip
+        )
     path = Path(pretrained).expanduser()
     if path.is_file():
         _check_checkpoint_file(path, weights_only)
@@ -303,8 +308,17 @@ def _resolve_tag(model_name: str, tag: str, tag_cfg: dict, cache_dir) -> Path:
         ) from None
 
 
-def _create(model_name, checkpoint, dev, *, name, weights, weights_only=True, quick_gelu=False,
-            **preprocess_kw) -> LoadedClip:  # fmt: skip
+def _create(
+    model_name,
+    checkpoint,
+    dev,
+    *,
+    name,
+    weights,
+    weights_only=True,
+    quick_gelu=False,
+    **preprocess_kw,
+) -> LoadedClip:
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,
@@ -437,8 +451,9 @@ def encode_images(
         pin_memory=dev.type == "cuda",
     )
     out = []
-    bar = tqdm(total=len(items), desc="encode images", unit="img", disable=not progress,
-               leave=False)  # fmt: skip
+    bar = tqdm(
+        total=len(items), desc="encode images", unit="img", disable=not progress, leave=False
+    )
     with torch.inference_mode(), autocast(dev):
         for batch in loader:
             feats = model.encode_image(batch.to(dev, non_blocking=True))
@@ -469,8 +484,9 @@ def encode_texts(
     out = []
     starts = range(0, len(texts), batch_size)
     with torch.inference_mode(), autocast(dev):
-        for start in tqdm(starts, desc="encode texts", disable=not progress or len(starts) < 4,
-                          leave=False):  # fmt: skip
+        for start in tqdm(
+            starts, desc="encode texts", disable=not progress or len(starts) < 4, leave=False
+        ):
             tokens = tokenizer(texts[start : start + batch_size]).to(dev)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     return torch.cat(out)

@@ -93,8 +93,9 @@ def distributed_clip_loss(
     gather_with_grad: bool = True,
 ) -> torch.Tensor:
     """Return the CLIP loss of the global batch when each process holds one slice of it."""
-    all_images, all_texts = gather_features(image_features, text_features, local_loss,
-                                            gather_with_grad)  # fmt: skip
+    all_images, all_texts = gather_features(
+        image_features, text_features, local_loss, gather_with_grad
+    )
     if not local_loss:
         return clip_loss(all_images, all_texts, logit_scale)
     n, rank = len(image_features), dist.get_rank()
@@ -132,8 +133,9 @@ class ClipTrainConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 2:
-            raise ValueError(f"steps >= 1 and batch_size >= 2 needed, got {self.steps}, "
-                             f"{self.batch_size}")  # fmt: skip
+            raise ValueError(
+                f"steps >= 1 and batch_size >= 2 needed, got {self.steps}, {self.batch_size}"
+            )
         toyworld.allowed_pairs(self.split)
 
 
@@ -141,16 +143,24 @@ class ShapesBatches(IterableDataset):
     """Batches of (normalised images, tokens) for steps [start, steps): batch s is the same on
     every machine, and under torchrun each process takes its own slice of it."""
 
-    def __init__(self, config: ClipTrainConfig, tokenizer, normalize, start: int = 0,
-                 rank: int = 0, world: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        config: ClipTrainConfig,
+        tokenizer,
+        normalize,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if config.batch_size % world:
             raise ValueError(
                 f"batch_size {config.batch_size} does not split over {world} processes"
             )
         self.config, self.tokenizer, self.normalize = config, tokenizer, normalize
         self.start, self.rank, self.world = start, rank, world
-        self.world_data = toyworld.ShapesWorld(config.steps * config.batch_size, config.seed,
-                                               config.split)  # fmt: skip
+        self.world_data = toyworld.ShapesWorld(
+            config.steps * config.batch_size, config.seed, config.split
+        )
 
     def batch(self, step: int):
         local = self.config.batch_size // self.world
@@ -174,8 +184,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         skip = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def train_clip(
@@ -201,8 +213,13 @@ def train_clip(
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     model.to(dev).train()
     fused = {"fused": True} if dev.type in ("cpu", "cuda") else {}  # one kernel for all params
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=(0.9, 0.98), eps=1e-6, **fused)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        **fused,
+    )
     start, history = 0, History()
     if folder is not None and checkpoint_exists(folder):
         start, history = load_checkpoint(folder, model, optimizer, asdict(config))
@@ -210,8 +227,9 @@ def train_clip(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     data = ShapesBatches(config, tokenizer, tensor_transform(model), start, rank, world)
-    loader = DataLoader(data, batch_size=None, num_workers=config.num_workers,
-                        persistent_workers=False)  # fmt: skip
+    loader = DataLoader(
+        data, batch_size=None, num_workers=config.num_workers, persistent_workers=False
+    )
     bar = progress_bar(start, config.steps, "train CLIP", progress and rank == 0)
     seconds = history.last("seconds", 0.0)  # training time, without evaluation and checkpoints
     tick = time.perf_counter()
@@ -222,8 +240,9 @@ def train_clip(
         with autocast(dev):
             image_features, text_features, scale = net(images.to(dev), tokens.to(dev))
             if distributed:
-                loss = distributed_clip_loss(image_features, text_features, scale,
-                                             config.local_loss, config.gather_with_grad)  # fmt: skip
+                loss = distributed_clip_loss(
+                    image_features, text_features, scale, config.local_loss, config.gather_with_grad
+                )
             else:
                 loss = clip_loss(image_features, text_features, scale)
         check_finite(loss, step, folder)
@@ -238,8 +257,14 @@ def train_clip(
             with torch.no_grad():
                 sims = image_features.float() @ text_features.float().T
                 acc = (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float()
-            history.log(step, loss=loss.item(), temperature=1 / scale.item(), lr=lr,
-                        batch_accuracy=acc.mean().item(), seconds=seconds)  # fmt: skip
+            history.log(
+                step,
+                loss=loss.item(),
+                temperature=1 / scale.item(),
+                lr=lr,
+                batch_accuracy=acc.mean().item(),
+                seconds=seconds,
+            )
             bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / scale.item():.3f}")
         if (
             rank == 0
@@ -249,8 +274,9 @@ def train_clip(
             model.eval()
             zs = evaluate_shapes(model, None, tokenizer, per_pair=config.eval_per_pair, device=dev)
             model.train()
-            history.log(step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"],
-                        seconds=seconds)  # fmt: skip
+            history.log(
+                step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"], seconds=seconds
+            )
         if (
             rank == 0
             and folder is not None
@@ -281,21 +307,35 @@ def train_clip_command(args) -> Path:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     rank = dist.get_rank() if dist.is_initialized() else 0
-    config = ClipTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, split=args.split, eval_every=args.eval_every,
-                             num_workers=args.workers)  # fmt: skip
+    config = ClipTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        split=args.split,
+        eval_every=args.eval_every,
+        num_workers=args.workers,
+    )
     out = Path(args.out)
     model, tokenizer = zoo.new_tiny_clip(args.seed), zoo.tiny_tokenizer()
-    device = args.device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
-                             and world > 1 else None)  # fmt: skip
+    device = args.device or (
+        f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() and world > 1 else None
+    )
     history = train_clip(model, tokenizer, config, folder=out / "checkpoint", device=device)
     if rank == 0:
         zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321)
-        info = {"trained": True, **asdict(config), "zeroshot_seen": zs["seen"],
-                "zeroshot_heldout": zs["heldout"], "history": history.records}  # fmt: skip
+        info = {
+            "trained": True,
+            **asdict(config),
+            "zeroshot_seen": zs["seen"],
+            "zeroshot_heldout": zs["heldout"],
+            "history": history.records,
+        }
         zoo.save_local_dir(out / "model", model, zoo.TINY_CLIP_CONFIG, info)
-        print(f"zero-shot top-1: seen {zs['seen']:.3f}, held-out {zs['heldout']:.3f}; "
-              f"model in {out / 'model'} (load_clip('local-dir:{out / 'model'}'))")  # fmt: skip
+        print(
+            f"zero-shot top-1: seen {zs['seen']:.3f}, held-out {zs['heldout']:.3f}; "
+            f"model in {out / 'model'} (load_clip('local-dir:{out / 'model'}'))"
+        )
     if dist.is_initialized():
         dist.destroy_process_group()
     return out / "model"

@@ -122,9 +122,14 @@ def run_notebook(
         error = None
         try:
             pm.execute_notebook(
-                str(source), str(out), parameters={"PROFILE": profile}, cwd=str(path.parent),
-                kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-            )  # fmt: skip
+                str(source),
+                str(out),
+                parameters={"PROFILE": profile},
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
         except Exception as err:  # papermill raises PapermillExecutionError with the cell
             error = f"{type(err).__name__}: {err}"
             if raise_on_error:
@@ -147,11 +152,15 @@ def run_course(out_dir: str | os.PathLike = "build", profile: str = "tiny") -> l
         run = run_notebook(nb, out_dir, profile, raise_on_error=False)
         print(run.summary(), flush=True)
         if run.error:
-            print(f"     {run.error.splitlines()[-1] if run.error else ''}\n"
-                  f"     see {run.output} for the failing cell")  # fmt: skip
+            print(
+                f"     {run.error.splitlines()[-1] if run.error else ''}\n"
+                f"     see {run.output} for the failing cell"
+            )
         runs.append(run)
     total = sum(r.seconds for r in runs)
     failed = [r.name for r in runs if r.error]
-    print(f"{len(runs) - len(failed)}/{len(runs)} notebooks ran in {total:.0f} s; "
-          f"executed copies in {Path(out_dir).resolve()}")  # fmt: skip
+    print(
+        f"{len(runs) - len(failed)}/{len(runs)} notebooks ran in {total:.0f} s; "
+        f"executed copies in {Path(out_dir).resolve()}"
+    )
     return runs

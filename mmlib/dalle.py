@@ -42,8 +42,20 @@ PAD, UNK, SOT, EOT = 0, 1, 2, 3  # special ids of the compact text vocabulary
 N_SPECIAL = 4
 
 # Words of the caption grammar that are not shapes, colours, sizes, relations or counts.
-GRAMMAR_WORDS = ("a", "an", "one", "picture", "of", "in", "the",
-                 "top", "bottom", "left", "right", "centre")  # fmt: skip
+GRAMMAR_WORDS = (
+    "a",
+    "an",
+    "one",
+    "picture",
+    "of",
+    "in",
+    "the",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "centre",
+)
 
 
 def grammar_words() -> list[str]:
@@ -168,8 +180,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2)
-                   for t in self.qkv(x).split(C, dim=2))  # fmt: skip
+        q, k, v = (
+            t.view(B, T, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(C, dim=2)
+        )
         if cache is not None:  # sampling: keys and values of earlier tokens are kept, not redone
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
@@ -177,8 +190,9 @@ class SelfAttention(nn.Module):
         if T > 1 and k.shape[2] != T:
             raise ValueError("with a cache, feed the first tokens together, then one at a time")
         # is_causal applies attention_mask(); one new token may see every cached one
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)  # fmt: skip
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -189,9 +203,12 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(config.n_embd), nn.LayerNorm(config.n_embd)
         self.attn = SelfAttention(config)
-        self.mlp = nn.Sequential(nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(),
-                                 nn.Linear(4 * config.n_embd, config.n_embd),
-                                 nn.Dropout(config.dropout))  # fmt: skip
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+            nn.Dropout(config.dropout),
+        )
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache)
@@ -240,8 +257,9 @@ class TokenTransformer(nn.Module):
         """Return an empty key/value cache (one dict per layer) for `forward(..., cache=)`."""
         return [{} for _ in self.blocks]
 
-    def forward(self, text: torch.Tensor | None, image: torch.Tensor,
-                cache: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self, text: torch.Tensor | None, image: torch.Tensor, cache: list[dict] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (text logits, image logits) for the tokens [text, image] that follow `cache`.
 
         Without a cache, `text` is (B, text_len) and `image` the first m image tokens (B, m):
@@ -258,8 +276,9 @@ class TokenTransformer(nn.Module):
         else:
             start_image = start - c.text_len
         where = torch.arange(start_image, start_image + image.shape[1], device=image.device)
-        parts.append(self.image_emb(image) + self.row_emb(where // c.grid)
-                     + self.col_emb(where % c.grid))  # fmt: skip
+        parts.append(
+            self.image_emb(image) + self.row_emb(where // c.grid) + self.col_emb(where % c.grid)
+        )
         x = torch.cat(parts, dim=1)
         for k, block in enumerate(self.blocks):
             x = block(x, cache[k] if cache is not None else None)
@@ -282,8 +301,7 @@ def dalle_loss(model: TokenTransformer, text: torch.Tensor, image: torch.Tensor)
     predicted; the text loss keeps the model a language model of the captions (as DALL-E).
     """
     text_logits, image_logits = model(text, image[:, :-1])
-    text_loss = F.cross_entropy(text_logits.flatten(0, 1), text[:, 1:].flatten(),
-                                ignore_index=PAD)  # fmt: skip
+    text_loss = F.cross_entropy(text_logits.flatten(0, 1), text[:, 1:].flatten(), ignore_index=PAD)
     image_loss = F.cross_entropy(image_logits.flatten(0, 1), image.flatten())
     c = model.config
     loss = c.text_loss_weight * text_loss + c.image_loss_weight * image_loss
@@ -300,15 +318,23 @@ def image_tokens(vqgan, images: torch.Tensor, batch_size: int = 256) -> torch.Te
     """Return the VQGAN token grid of images (N, 3, H, W) in [0, 1], flattened: (N, h * w)."""
     vqgan.eval()
     dev = next(vqgan.parameters()).device
-    out = [vqgan.encode(to_model_range(images[i : i + batch_size].to(dev)))[1].flatten(1).cpu()
-           for i in range(0, len(images), batch_size)]  # fmt: skip
+    out = [
+        vqgan.encode(to_model_range(images[i : i + batch_size].to(dev)))[1].flatten(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out)
 
 
 def scene_data(
-    model: TokenTransformer, vqgan, n: int, seed: int = 0, split: str = "heldout",
-    progress: bool = False, object_size: str | None = None, background: str = "gradient",
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    model: TokenTransformer,
+    vqgan,
+    n: int,
+    seed: int = 0,
+    split: str = "heldout",
+    progress: bool = False,
+    object_size: str | None = None,
+    background: str = "gradient",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (text ids (n, text_len), image tokens (n, 64)) of n single-object scenes.
 
     With split="heldout" no HELD_OUT_PAIRS appear: the held-out measurement relies on it.
@@ -319,8 +345,12 @@ def scene_data(
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    scenes = [toyworld.sample_scene(seed, i, split, "single", object_size=object_size,
-                                    background=background) for i in range(n)]  # fmt: skip
+    scenes = [
+        toyworld.sample_scene(
+            seed, i, split, "single", object_size=object_size, background=background
+        )
+        for i in range(n)
+    ]
     text = model.encode_captions([s.caption for s in scenes])
     chunks = []
     for i in tqdm(range(0, n, 1024), desc="encode scenes", disable=not progress, leave=False):
@@ -379,15 +409,21 @@ def train_dalle(
     torch.manual_seed(tc.seed)
     model = TokenTransformer(config, tokenizer).train()
     tick = time.perf_counter()
-    text, image = data if data is not None else scene_data(model, vqgan, tc.n_scenes, tc.seed,
-                                                           tc.split, progress, tc.object_size,
-                                                           tc.background)  # fmt: skip
+    text, image = (
+        data
+        if data is not None
+        else scene_data(
+            model, vqgan, tc.n_scenes, tc.seed, tc.split, progress, tc.object_size, tc.background
+        )
+    )
     data_seconds = time.perf_counter() - tick
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}],
-                                  lr=tc.lr, betas=(0.9, 0.95))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=tc.lr,
+        betas=(0.9, 0.95),
+    )
     saved = json.loads(json.dumps({"model": asdict(model.config), "train": asdict(tc)}))
     start, history = 0, History()
     if folder is not None and checkpoint_exists(folder):
@@ -413,11 +449,18 @@ def train_dalle(
         seconds += time.perf_counter() - tick
         done = step + 1
         if step % tc.log_every == 0 or done == tc.steps:
-            history.log(step, loss=losses["loss"], text_loss=losses["text"],
-                        image_loss=losses["image"], lr=optimizer.param_groups[0]["lr"],
-                        seconds=seconds, data_seconds=data_seconds)  # fmt: skip
-            bar.set_postfix(image=f"{losses['image'].item():.3f}",
-                            text=f"{losses['text'].item():.3f}")  # fmt: skip
+            history.log(
+                step,
+                loss=losses["loss"],
+                text_loss=losses["text"],
+                image_loss=losses["image"],
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=seconds,
+                data_seconds=data_seconds,
+            )
+            bar.set_postfix(
+                image=f"{losses['image'].item():.3f}", text=f"{losses['text'].item():.3f}"
+            )
         if folder is not None and (done % tc.checkpoint_every == 0 or done == tc.steps):
             save_checkpoint(folder, model, optimizer, done, saved, history)
     bar.close()
@@ -481,8 +524,10 @@ def sample(
 
     captions = [captions] if isinstance(captions, str) else list(captions)
     if not captions or n < 1:
-        raise ValueError(f"sample needs at least one caption and n >= 1, got {len(captions)} "
-                         f"caption(s) and n={n}")  # fmt: skip
+        raise ValueError(
+            f"sample needs at least one caption and n >= 1, got {len(captions)} "
+            f"caption(s) and n={n}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     model.eval()
@@ -490,8 +535,9 @@ def sample(
     text = model.encode_captions(captions).repeat_interleave(n, dim=0)
     gen = torch.Generator(device=dev).manual_seed(seed)
     out = []
-    for i in tqdm(range(0, len(text), batch_size), desc="sample", disable=not progress,
-                  leave=False):  # fmt: skip
+    for i in tqdm(
+        range(0, len(text), batch_size), desc="sample", disable=not progress, leave=False
+    ):
         batch = text[i : i + batch_size].to(dev)
         b = len(batch)
         if guidance != 1.0:  # the same pictures also drawn for the empty caption
@@ -520,14 +566,17 @@ def decode_tokens(vqgan, tokens: torch.Tensor, batch_size: int = 256) -> torch.T
         raise ValueError(f"{tokens.shape[1]} tokens do not make a square grid")
     dev = next(vqgan.parameters()).device
     grids = tokens.view(-1, side, side)
-    out = [from_model_range(vqgan.decode_indices(grids[i : i + batch_size].to(dev))).cpu()
-           for i in range(0, len(grids), batch_size)]  # fmt: skip
+    out = [
+        from_model_range(vqgan.decode_indices(grids[i : i + batch_size].to(dev))).cpu()
+        for i in range(0, len(grids), batch_size)
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def decode_partial(vqgan, tokens: torch.Tensor, n_tokens: int = 64,
-                   grey: float = 0.5) -> torch.Tensor:  # fmt: skip
+def decode_partial(
+    vqgan, tokens: torch.Tensor, n_tokens: int = 64, grey: float = 0.5
+) -> torch.Tensor:
     """Return pictures of partly sampled token grids: the first tokens.shape[1] are known.
 
     The unknown rest is filled with each grid's last known token (its neighbour, usually
@@ -555,8 +604,9 @@ def decode_partial(vqgan, tokens: torch.Tensor, n_tokens: int = 64,
 
 
 @torch.no_grad()
-def rerank(images: torch.Tensor, caption: str, clips,
-           keep: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def rerank(
+    images: torch.Tensor, caption: str, clips, keep: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (best `keep` images, their CLIP scores, their indices), best first.
 
     As DALL-E: draw many pictures for a caption, let CLIP score each against it, keep the top.
@@ -582,9 +632,14 @@ SAMPLING = {"guidance": 3.0, "top_k": 8, "temperature": 0.8}
 
 
 def generate(
-    model: TokenTransformer, vqgan, captions: str | Sequence[str], clips=None, n: int = 8,
-    keep: int = 1, **sampling,
-) -> torch.Tensor:  # fmt: skip
+    model: TokenTransformer,
+    vqgan,
+    captions: str | Sequence[str],
+    clips=None,
+    n: int = 8,
+    keep: int = 1,
+    **sampling,
+) -> torch.Tensor:
     """Return pictures (len(captions), keep, 3, H, W): n samples per caption, the `keep` best by
     CLIP (`clips`: one or several (model, preprocess, tokenizer)); without, the first `keep`.
 
@@ -595,15 +650,22 @@ def generate(
     images = images.view(len(captions), n, *images.shape[1:])
     if clips is None:
         return images[:, :keep]
-    return torch.stack([rerank(im, c, clips, keep)[0]
-                        for im, c in zip(images, captions, strict=True)])  # fmt: skip
+    return torch.stack(
+        [rerank(im, c, clips, keep)[0] for im, c in zip(images, captions, strict=True)]
+    )
 
 
 def evaluate_dalle(
-    model: TokenTransformer, vqgan, clips, judges,
-    pairs: Sequence[tuple[str, str]] | None = None, n: int = 8, seed: int = 0, draws: int = 1,
+    model: TokenTransformer,
+    vqgan,
+    clips,
+    judges,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    n: int = 8,
+    seed: int = 0,
+    draws: int = 1,
     **sampling,
-) -> dict:  # fmt: skip
+) -> dict:
     """Return the judges' verdicts on n samples per target pair, without and with re-ranking.
 
     Each pair is drawn `draws` times (n samples each time): with 12 seen pairs one draw moves a
@@ -628,28 +690,40 @@ def evaluate_dalle(
     pairs = one_draw * draws
     captions = [judge.benchmark_prompt(s, c) for s, c in pairs]
     tick = time.perf_counter()
-    images = decode_tokens(vqgan, sample(model, captions, n=n, seed=seed,
-                                         **(sampling or SAMPLING)))  # fmt: skip
+    images = decode_tokens(vqgan, sample(model, captions, n=n, seed=seed, **(sampling or SAMPLING)))
     seconds = time.perf_counter() - tick
     images = images.view(len(pairs), n, *images.shape[1:])
     clips = as_clips(clips)
-    ways = {"first": (images[:, 0], pairs),
-            "all": (images.flatten(0, 1), [p for p in pairs for _ in range(n)])}  # fmt: skip
+    ways = {
+        "first": (images[:, 0], pairs),
+        "all": (images.flatten(0, 1), [p for p in pairs for _ in range(n)]),
+    }
     rerankers = {"reranked": clips, **({"reranked_one": clips[:1]} if len(clips) > 1 else {})}
     for way, by in rerankers.items():
-        ways[way] = (torch.stack([rerank(im, c, by)[0][0]
-                                  for im, c in zip(images, captions, strict=True)]), pairs)  # fmt: skip
-    result = {"samples_per_second": len(pairs) * n / seconds, "n": n, "draws": draws,
-              "pairs": pairs}  # fmt: skip
+        ways[way] = (
+            torch.stack([rerank(im, c, by)[0][0] for im, c in zip(images, captions, strict=True)]),
+            pairs,
+        )
+    result = {
+        "samples_per_second": len(pairs) * n / seconds,
+        "n": n,
+        "draws": draws,
+        "pairs": pairs,
+    }
     for way, (ims, targets) in ways.items():
         verdicts = judge.judge(ims, targets, *judges)
-        result[way] = {name: judge.fractions_by_split(v["correct"], targets)
-                       for name, v in verdicts.items()}  # fmt: skip
+        result[way] = {
+            name: judge.fractions_by_split(v["correct"], targets) for name, v in verdicts.items()
+        }
         if way == "reranked":
             k = len(one_draw)
             result["reranked_by_draw"] = {
-                name: [judge.fractions_by_split(v["correct"][d * k : (d + 1) * k], one_draw)
-                       for d in range(draws)] for name, v in verdicts.items()}  # fmt: skip
+                name: [
+                    judge.fractions_by_split(v["correct"][d * k : (d + 1) * k], one_draw)
+                    for d in range(draws)
+                ]
+                for name, v in verdicts.items()
+            }
     result["images"], result["best"] = images, ways["reranked"][0]
     return result
 
@@ -663,8 +737,9 @@ def save_dalle(folder: str | Path, model: TokenTransformer, info: dict | None = 
     """Write the model atomically: model.safetensors + mmlib.json (its DalleConfig and `info`)."""
     from mmlib.zoo import save_model_dir
 
-    return save_model_dir(Path(folder), model, {**(info or {}),
-                                                "dalle_config": asdict(model.config)})  # fmt: skip
+    return save_model_dir(
+        Path(folder), model, {**(info or {}), "dalle_config": asdict(model.config)}
+    )
 
 
 def load_dalle(folder: str | Path, device=None, tokenizer=None) -> TokenTransformer:
@@ -675,8 +750,10 @@ def load_dalle(folder: str | Path, device=None, tokenizer=None) -> TokenTransfor
 
     folder = Path(folder)
     if not (folder / "mmlib.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no DALL-E model in {str(folder)!r} (want mmlib.json and "
-                                f"model.safetensors, as save_dalle writes)")  # fmt: skip
+        raise FileNotFoundError(
+            f"no DALL-E model in {str(folder)!r} (want mmlib.json and "
+            f"model.safetensors, as save_dalle writes)"
+        )
     info = json.loads((folder / "mmlib.json").read_text())
     if "dalle_config" not in info:
         raise ValueError(
@@ -693,19 +770,40 @@ def train_dalle_command(args) -> Path:
     from mmlib import zoo
 
     world = {"object_size": None, "background": "gradient"} if args.full_world else {}
-    train_config = DalleTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                    seed=args.seed, n_scenes=args.scenes, **world)  # fmt: skip
+    train_config = DalleTrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        n_scenes=args.scenes,
+        **world,
+    )
     vqgan = zoo.get_vqgan("tiny", device="cpu")
     out = Path(args.out)
-    model, history = train_dalle(DalleConfig(), train_config, vqgan, zoo.tiny_tokenizer(),
-                                 folder=out / "checkpoint")  # fmt: skip
+    model, history = train_dalle(
+        DalleConfig(), train_config, vqgan, zoo.tiny_tokenizer(), folder=out / "checkpoint"
+    )
     save_dalle(out / "model", model, {"history": history.records, "training": asdict(train_config)})
-    ev = evaluate_dalle(model, vqgan, zoo.get_generation_clips("tiny", device="cpu"),
-                        zoo.get_judges(), draws=BENCHMARK_DRAWS, **SAMPLING)  # fmt: skip
-    ways = {"first": "first sample", "reranked_one": "best of 8 by the tiny CLIP",
-            "reranked": "best of 8 by both CLIPs"}  # fmt: skip
+    ev = evaluate_dalle(
+        model,
+        vqgan,
+        zoo.get_generation_clips("tiny", device="cpu"),
+        zoo.get_judges(),
+        draws=BENCHMARK_DRAWS,
+        **SAMPLING,
+    )
+    ways = {
+        "first": "first sample",
+        "reranked_one": "best of 8 by the tiny CLIP",
+        "reranked": "best of 8 by both CLIPs",
+    }
     for way, label in ways.items():
-        print(f"{label:26}: " + ", ".join(f"{name} seen {v['seen']:.0%} held-out "
-                                           f"{v['heldout']:.0%}" for name, v in ev[way].items()))  # fmt: skip
+        print(
+            f"{label:26}: "
+            + ", ".join(
+                f"{name} seen {v['seen']:.0%} held-out {v['heldout']:.0%}"
+                for name, v in ev[way].items()
+            )
+        )
     print(f"{history.last('seconds'):.0f} s of training; model in {out / 'model'}")
     return out / "model"

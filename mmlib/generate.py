@@ -58,8 +58,10 @@ def parse_prompt(spec: str | Prompt) -> Prompt:
         try:
             numbers.insert(0, float(raw))
         except ValueError:
-            raise ValueError(f"{raw.strip()!r} in prompt {spec!r} is not a number "
-                             f"(the form is 'text:weight:stop')") from None  # fmt: skip
+            raise ValueError(
+                f"{raw.strip()!r} in prompt {spec!r} is not a number "
+                f"(the form is 'text:weight:stop')"
+            ) from None
     text = ":".join(pieces).strip()
     if not text:
         raise ValueError(f"prompt {spec!r} has a weight but no text")
@@ -107,7 +109,9 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return (dx + dy).sum()
 
 
-def prompt_loss(embeds: torch.Tensor, target: torch.Tensor, weight: float, stop: float) -> torch.Tensor:  # fmt: skip
+def prompt_loss(
+    embeds: torch.Tensor, target: torch.Tensor, weight: float, stop: float
+) -> torch.Tensor:
     """Return one prompt's loss over crop embeddings: |weight| x mean distance (pushed up when the
     weight is negative); below `stop` the distance still shows but no longer pulls."""
     d = spherical_distance(embeds, target[None]) * math.copysign(1.0, weight)
@@ -196,8 +200,10 @@ def _as_prompt_sets(prompts) -> list[list[Prompt]]:
         prompts = [prompts]
     if not prompts:
         raise ValueError("prompts is empty: give at least one prompt")
-    sets = [[parse_prompt(p)] if isinstance(p, (str, Prompt)) else [parse_prompt(q) for q in p]
-            for p in prompts]  # fmt: skip
+    sets = [
+        [parse_prompt(p)] if isinstance(p, (str, Prompt)) else [parse_prompt(q) for q in p]
+        for p in prompts
+    ]
     if any(not s for s in sets):
         raise ValueError("every picture needs at least one prompt")
     return sets
@@ -222,11 +228,17 @@ def _embed_prompts(sets, clips, device) -> list[list[list[torch.Tensor]]]:
             per_model = []
             for model, preprocess, tokenizer in clips:
                 if p.text is not None:
-                    per_model.append(encode_texts(model, tokenizer, [p.text], device=device,
-                                                  progress=False)[0].to(device))  # fmt: skip
+                    per_model.append(
+                        encode_texts(model, tokenizer, [p.text], device=device, progress=False)[
+                            0
+                        ].to(device)
+                    )
                 elif p.image is not None:
-                    per_model.append(encode_images(model, preprocess, [p.image], device=device,
-                                                   progress=False)[0].to(device))  # fmt: skip
+                    per_model.append(
+                        encode_images(model, preprocess, [p.image], device=device, progress=False)[
+                            0
+                        ].to(device)
+                    )
                 else:
                     raise ValueError("a Prompt needs a text or an image")
             per_prompt.append(per_model)
@@ -271,8 +283,11 @@ def generate(
     size = round_size(config.size, vqgan.factor)
     if size != config.size:
         logging.getLogger(__name__).warning(
-            "size %d is not a multiple of the VQGAN's factor %d: using %d", config.size,
-            vqgan.factor, size)  # fmt: skip
+            "size %d is not a multiple of the VQGAN's factor %d: using %d",
+            config.size,
+            vqgan.factor,
+            size,
+        )
     gen = torch.Generator().manual_seed(config.seed)
     vqgan = vqgan.to(dev).eval()
     for p in vqgan.parameters():
@@ -283,8 +298,13 @@ def generate(
     if config.init == "image" or init_image is not None:
         if init_image is None:
             raise ValueError("init='image' needs init_image (a (3, H, W) tensor in [0, 1])")
-        img = F.interpolate(init_image[None].float(), size=(size, size), mode="bilinear",
-                            antialias=True, align_corners=False).expand(b, -1, -1, -1)  # fmt: skip
+        img = F.interpolate(
+            init_image[None].float(),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        ).expand(b, -1, -1, -1)
         with torch.no_grad():
             z0 = vqgan.encode_latent(to_model_range(img.to(dev)))
     elif config.init == "noise":
@@ -296,12 +316,16 @@ def generate(
         raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=config.lr)
-    augment = {"affine": config.affine, "noise": config.noise} if config.augment else {
-        "flip": False, "affine": 0.0, "noise": 0.0}  # fmt: skip
+    augment = (
+        {"affine": config.affine, "noise": config.noise}
+        if config.augment
+        else {"flip": False, "affine": 0.0, "noise": 0.0}
+    )
     cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min, **augment)
     normalizers = [tensor_transform(model) for model, _, _ in clips]
-    result = Generation(from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(),
-                        sets, config)  # fmt: skip
+    result = Generation(
+        from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(), sets, config
+    )
     bar = progress_bar(0, config.steps, "generate", progress)
     for step in bar:
         if step == int(config.lr_drop_at * config.steps):
@@ -365,15 +389,25 @@ def save_png(image: torch.Tensor, path: str | Path, prompts, config: GenerateCon
     return path
 
 
-def save_video(frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, scale: int = 4) -> Path:  # fmt: skip
+def save_video(
+    frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, scale: int = 4
+) -> Path:
     """Write frames (each (3, H, W) in [0, 1]) as a GIF or MP4 (by suffix), enlarged `scale` times."""
     import imageio.v3 as iio
     import numpy as np
 
     if not frames:
         raise ValueError("no frames: generate with frames_every > 0")
-    arrs = [(F.interpolate(f[None], scale_factor=scale, mode="nearest")[0].clamp(0, 1)
-             .permute(1, 2, 0).numpy() * 255).astype(np.uint8) for f in frames]  # fmt: skip
+    arrs = [
+        (
+            F.interpolate(f[None], scale_factor=scale, mode="nearest")[0]
+            .clamp(0, 1)
+            .permute(1, 2, 0)
+            .numpy()
+            * 255
+        ).astype(np.uint8)
+        for f in frames
+    ]
     path = Path(path)
     if path.suffix.lower() == ".gif":
         iio.imwrite(path, np.stack(arrs), duration=1000 / fps, loop=0)
@@ -382,8 +416,9 @@ def save_video(frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, 
     return path
 
 
-def reference_step_cutouts(images: torch.Tensor, cut_size: int, cutn: int, cut_min: float,
-                           generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def reference_step_cutouts(
+    images: torch.Tensor, cut_size: int, cutn: int, cut_min: float, generator: torch.Generator
+) -> torch.Tensor:
     """The original VQGAN+CLIP notebook's way, for `mmlib bench generate`: a Python loop over
     cuts, each cropped by slicing, pooled to size and augmented on its own."""
     _, _, h, w = images.shape
@@ -405,8 +440,17 @@ def reference_step_cutouts(images: torch.Tensor, cut_size: int, cutn: int, cut_m
     return torch.cat(cuts)
 
 
-def reference_generate(prompt: str, vqgan, clip, steps: int, cutn: int, lr: float = 0.2,
-                       seed: int = 0, size: int = 32, device="cpu") -> torch.Tensor:  # fmt: skip
+def reference_generate(
+    prompt: str,
+    vqgan,
+    clip,
+    steps: int,
+    cutn: int,
+    lr: float = 0.2,
+    seed: int = 0,
+    size: int = 32,
+    device="cpu",
+) -> torch.Tensor:
     """A straightforward loop in the style of the original VQGAN+CLIP notebook (one picture,
     per-cut Python loop); the baseline of `mmlib bench generate`."""
     model, _, tokenizer = clip
@@ -469,9 +513,15 @@ def clip_scores(images: torch.Tensor, prompts: Sequence[str], clips: Sequence) -
     return total
 
 
-def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str]],
-                  config: GenerateConfig | None = None, best_of: int = 1,
-                  progress: bool = True) -> dict:  # fmt: skip
+def run_benchmark(
+    vqgan,
+    clips: Sequence,
+    judges,
+    pairs: Sequence[tuple[str, str]],
+    config: GenerateConfig | None = None,
+    best_of: int = 1,
+    progress: bool = True,
+) -> dict:
     """Generate pictures for (shape, colour) pairs as one batch and judge them twice.
 
     With `best_of` > 1 every prompt is generated that many times (other random starts, same
@@ -500,9 +550,16 @@ def run_benchmark(vqgan, clips: Sequence, judges, pairs: Sequence[tuple[str, str
         images = images[0]
     seconds = time.perf_counter() - tick
     verdicts = judge(images, list(pairs), *judges)
-    return {"pairs": [list(p) for p in pairs], "prompts": prompts, "images": images,
-            "seconds": seconds, "samples_per_s": len(pairs) / seconds, "config": asdict(config),
-            "best_of": best_of, **verdicts}  # fmt: skip
+    return {
+        "pairs": [list(p) for p in pairs],
+        "prompts": prompts,
+        "images": images,
+        "seconds": seconds,
+        "samples_per_s": len(pairs) / seconds,
+        "config": asdict(config),
+        "best_of": best_of,
+        **verdicts,
+    }
 
 
 def generate_command(args) -> int:
@@ -511,12 +568,19 @@ def generate_command(args) -> int:
     from mmlib.images import load_image
 
     settings = profile_settings(args.profile)
-    config = GenerateConfig(**{
-        **settings, "steps": args.steps, "seed": args.seed, "lr": args.lr,
-        "size": args.size or settings["size"], "cutn": args.cutn or settings["cutn"],
-        "init": "image" if args.init_image else "tokens", "init_weight": args.init_weight,
-        "frames_every": max(1, args.steps // 50) if args.video else 0,
-    })  # fmt: skip
+    config = GenerateConfig(
+        **{
+            **settings,
+            "steps": args.steps,
+            "seed": args.seed,
+            "lr": args.lr,
+            "size": args.size or settings["size"],
+            "cutn": args.cutn or settings["cutn"],
+            "init": "image" if args.init_image else "tokens",
+            "init_weight": args.init_weight,
+            "frames_every": max(1, args.steps // 50) if args.video else 0,
+        }
+    )
     init = None
     if args.init_image:
         import numpy as np
@@ -524,8 +588,13 @@ def generate_command(args) -> int:
         init = torch.from_numpy(np.asarray(load_image(args.init_image))).permute(2, 0, 1) / 255.0
     # clear errors before loading models
     prompts = [parse_prompt(p) for p in args.prompts] + [image_prompt(p) for p in args.image_prompt]
-    result = generate([prompts], zoo.get_vqgan(args.profile), zoo.get_generation_clips(args.profile),
-                      config, init_image=init)  # fmt: skip
+    result = generate(
+        [prompts],
+        zoo.get_vqgan(args.profile),
+        zoo.get_generation_clips(args.profile),
+        config,
+        init_image=init,
+    )
     if result.stopped:
         print(result.stopped)
     print(f"picture: {save_png(result.images[0], args.out, prompts, config)}")

@@ -27,14 +27,22 @@ class ShapeColourNet(nn.Module):
         super().__init__()
 
         def block(cin, cout, stride):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))  # fmt: skip
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
 
         self.features = nn.Sequential(
-            block(3, width, 1), block(width, width, 1), block(width, 2 * width, 2),
-            block(2 * width, 2 * width, 1), block(2 * width, 4 * width, 2),
-            block(4 * width, 4 * width, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
+            block(3, width, 1),
+            block(width, width, 1),
+            block(width, 2 * width, 2),
+            block(2 * width, 2 * width, 1),
+            block(2 * width, 4 * width, 2),
+            block(4 * width, 4 * width, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.shape_head = nn.Linear(4 * width, len(toyworld.SHAPES))
         self.colour_head = nn.Linear(4 * width, len(toyworld.COLOUR_NAMES))
 
@@ -54,7 +62,9 @@ class ClassifierTrainConfig:
     seed: int = 7
 
 
-def _labelled_batch(seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _labelled_batch(
+    seed: int, step: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pairs = toyworld.all_pairs()
     images, shapes, colours = [], [], []
     for k in range(batch_size):
@@ -99,12 +109,20 @@ def classify(model: ShapeColourNet, images: torch.Tensor) -> list[tuple[str, str
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     if images.shape[-1] != toyworld.IMAGE_SIZE or images.shape[-2] != toyworld.IMAGE_SIZE:
-        images = F.interpolate(images, size=(toyworld.IMAGE_SIZE,) * 2, mode="bilinear",
-                               antialias=True, align_corners=False)  # fmt: skip
+        images = F.interpolate(
+            images,
+            size=(toyworld.IMAGE_SIZE,) * 2,
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
     shape_logits, colour_logits = model.eval()(images.clamp(0, 1))
-    return [(toyworld.SHAPES[s], toyworld.COLOUR_NAMES[c])
-            for s, c in zip(shape_logits.argmax(1).tolist(), colour_logits.argmax(1).tolist(),
-                            strict=True)]  # fmt: skip
+    return [
+        (toyworld.SHAPES[s], toyworld.COLOUR_NAMES[c])
+        for s, c in zip(
+            shape_logits.argmax(1).tolist(), colour_logits.argmax(1).tolist(), strict=True
+        )
+    ]
 
 
 def classifier_accuracy(model: ShapeColourNet, per_pair: int = 10, seed: int = 2468) -> float:
@@ -122,8 +140,9 @@ def clip_judge(model, tokenizer, images: torch.Tensor) -> list[tuple[str, str]]:
     from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
 
     pairs = toyworld.all_pairs()
-    classifier = build_classifier(model, tokenizer, [toyworld.pair_label(s, c) for s, c in pairs],
-                                  SHAPES_TEMPLATES)  # fmt: skip
+    classifier = build_classifier(
+        model, tokenizer, [toyworld.pair_label(s, c) for s, c in pairs], SHAPES_TEMPLATES
+    )
     feats = encode_images(model, None, images.clamp(0, 1), progress=False)
     return [pairs[k] for k in (feats @ classifier).argmax(dim=1).tolist()]
 
@@ -148,9 +167,11 @@ def fractions_by_split(correct: Sequence[bool], pairs: Sequence[tuple[str, str]]
     if len(correct) != len(pairs):
         raise ValueError(f"{len(correct)} verdicts for {len(pairs)} pairs")
     held = set(toyworld.HELD_OUT_PAIRS)
-    groups = {"seen": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) not in held],
-              "heldout": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) in held],
-              "all": list(correct)}  # fmt: skip
+    groups = {
+        "seen": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) not in held],
+        "heldout": [ok for ok, p in zip(correct, pairs, strict=True) if tuple(p) in held],
+        "all": list(correct),
+    }
     return {g: sum(c) / len(c) if c else float("nan") for g, c in groups.items()}
 
 
@@ -171,8 +192,11 @@ def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, clas
     result = {}
     for name, predictions in seen.items():
         correct = [p == t for p, t in zip(predictions, targets, strict=True)]
-        result[name] = {"predictions": predictions, "correct": correct,
-                        "fraction": sum(correct) / len(correct)}  # fmt: skip
+        result[name] = {
+            "predictions": predictions,
+            "correct": correct,
+            "fraction": sum(correct) / len(correct),
+        }
     return result
 
 

@@ -47,8 +47,9 @@ def similarity_heatmap(
         for i in range(n_img):
             for j in range(n_txt):
                 colour = "black" if sims[i, j] > mid else "white"
-                ax.text(j, i, f"{sims[i, j]:.2f}", ha="center", va="center", color=colour,
-                        fontsize=8)  # fmt: skip
+                ax.text(
+                    j, i, f"{sims[i, j]:.2f}", ha="center", va="center", color=colour, fontsize=8
+                )
     ax.set_xticks(range(n_txt))
     ax.set_xticklabels(texts if texts is not None else range(n_txt), rotation=35, ha="right")
     ax.set_yticks(range(n_img))
@@ -65,15 +66,21 @@ def similarity_heatmap(
     return fig
 
 
-def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
-               title: str | None = None, size: float = 1.4):  # fmt: skip
+def image_grid(
+    images: Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    title: str | None = None,
+    size: float = 1.4,
+):
     """Return a figure showing `images` in a grid, each with an optional title."""
     if len(images) == 0:
         raise ValueError("image_grid needs at least one image")
     ncols = min(ncols, len(images))
     nrows = (len(images) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False
+    )
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
@@ -101,8 +108,13 @@ def training_curves(history, panels: Sequence[Sequence[str]], title: str | None 
             rows = [r for r in records if key in r]
             if not rows:
                 raise ValueError(f"no record has {key!r}; keys: {sorted(records[-1])}")
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], styles[k % 4],
-                    marker="o" if len(rows) < 20 else None, label=key.replace("_", " "))  # fmt: skip
+            ax.plot(
+                [r["step"] for r in rows],
+                [r[key] for r in rows],
+                styles[k % 4],
+                marker="o" if len(rows) < 20 else None,
+                label=key.replace("_", " "),
+            )
         ax.set_xlabel("step")
         ax.set_ylabel(", ".join(k.replace("_", " ") for k in keys))
         ax.grid(alpha=0.3)
@@ -114,15 +126,19 @@ def training_curves(history, panels: Sequence[Sequence[str]], title: str | None 
     return fig
 
 
-def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str = "",
-                     image=None):  # fmt: skip
+def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str = "", image=None):
     """Return a horizontal bar chart of class probabilities (best on top), with the image beside."""
     if len(labels) != len(probs) or not labels:
         raise ValueError(f"need one probability per label, got {len(labels)} and {len(probs)}")
     order = np.argsort(probs)
     ncols = 2 if image is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(3 * ncols + 2, 0.4 * len(labels) + 1.2),
-                             squeeze=False, gridspec_kw={"width_ratios": [1, 2][-ncols:]})  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        ncols,
+        figsize=(3 * ncols + 2, 0.4 * len(labels) + 1.2),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 2][-ncols:]},
+    )
     if image is not None:
         axes[0, 0].imshow(_thumb(image))
         axes[0, 0].axis("off")
@@ -154,9 +170,16 @@ def token_grid(image, indices, title: str = "The token grid", annotate: bool = T
     if annotate:
         for r in range(gh):
             for c in range(gw):
-                ax.text((c + 0.5) * w / gw, (r + 0.5) * h / gh, str(idx[r, c]), ha="center",
-                        va="center", fontsize=7, color="white",
-                        bbox={"facecolor": "black", "alpha": 0.45, "pad": 0.5, "lw": 0})  # fmt: skip
+                ax.text(
+                    (c + 0.5) * w / gw,
+                    (r + 0.5) * h / gh,
+                    str(idx[r, c]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white",
+                    bbox={"facecolor": "black", "alpha": 0.45, "pad": 0.5, "lw": 0},
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
@@ -164,8 +187,11 @@ def token_grid(image, indices, title: str = "The token grid", annotate: bool = T
     return fig
 
 
-def judged_bars(rows: dict[str, dict[str, float]], title: str = "Fraction judged correct",
-                goal: float | None = None):  # fmt: skip
+def judged_bars(
+    rows: dict[str, dict[str, float]],
+    title: str = "Fraction judged correct",
+    goal: float | None = None,
+):
     """Return grouped bars: one group per row (a method or setting), one bar per judge.
 
     `rows` maps a name to {judge name: fraction}, e.g. {"VQGAN+CLIP": {"judge CLIP": 0.9, ...}}.
@@ -178,8 +204,13 @@ def judged_bars(rows: dict[str, dict[str, float]], title: str = "Fraction judged
     colours = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")
     for j, name in enumerate(judges):
         values = [row[name] for row in rows.values()]
-        bars = ax.bar(x + (j - (len(judges) - 1) / 2) * width, values, width, label=name,
-                      color=colours[j % len(colours)])  # fmt: skip
+        bars = ax.bar(
+            x + (j - (len(judges) - 1) / 2) * width,
+            values,
+            width,
+            label=name,
+            color=colours[j % len(colours)],
+        )
         ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=7)
     if goal is not None:
         ax.axhline(goal, color="grey", linestyle="--", linewidth=1, label=f"goal {goal:.0%}")
@@ -192,8 +223,13 @@ def judged_bars(rows: dict[str, dict[str, float]], title: str = "Fraction judged
     return fig
 
 
-def judged_grid(images: Sequence, prompts: Sequence[str], verdicts: dict, ncols: int = 10,
-                title: str | None = None):  # fmt: skip
+def judged_grid(
+    images: Sequence,
+    prompts: Sequence[str],
+    verdicts: dict,
+    ncols: int = 10,
+    title: str | None = None,
+):
     """Return an image grid titled with each prompt and each judge's verdict (✓ or what it saw).
 
     `verdicts` is mmlib.judge.judge's result: {judge name: {"predictions", "correct"}}.

@@ -59,9 +59,11 @@ class BuildReport:
     skipped: list[tuple[str, str]]
 
     def __str__(self) -> str:
-        lines = [f"embedded {self.embedded}, reused {self.reused} (renamed or duplicate), "
-                 f"unchanged {self.unchanged}, removed {self.removed}, "
-                 f"skipped {len(self.skipped)}"]  # fmt: skip
+        lines = [
+            f"embedded {self.embedded}, reused {self.reused} (renamed or duplicate), "
+            f"unchanged {self.unchanged}, removed {self.removed}, "
+            f"skipped {len(self.skipped)}"
+        ]
         lines += [f"  skipped {p}: {why}" for p, why in self.skipped[:20]]
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more (see ImageIndex.skipped())")
@@ -90,7 +92,9 @@ def file_hash(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def exact_topk(
+    matrix: torch.Tensor, queries: torch.Tensor, k: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (scores, indices) of the k rows of `matrix` most similar to each query (dot product).
 
     One matrix product in the matrix's own dtype (float16 stays float16: half the memory
@@ -108,8 +112,13 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int = 10) -> tupl
 class FaissSearcher:
     """Approximate top-k with a FAISS inverted-file index (float16 storage, inner product)."""
 
-    def __init__(self, matrix: torch.Tensor | np.ndarray, nlist: int | None = None,
-                 nprobe: int = 16, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        matrix: torch.Tensor | np.ndarray,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        seed: int = 0,
+    ):
         import faiss
 
         data = np.ascontiguousarray(np.asarray(matrix, dtype=np.float32))
@@ -170,8 +179,14 @@ class ImageIndex:
     >>> index.search("a purple star", k=5)
     """
 
-    def __init__(self, root: str | os.PathLike, clip, model_id: str | None = None,
-                 batch_size: int = 64, device=None):  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        clip,
+        model_id: str | None = None,
+        batch_size: int = 64,
+        device=None,
+    ):
         self.root = Path(root)
         self.model, self.preprocess, self.tokenizer = clip
         self.model_id = model_id or model_id_of(clip)
@@ -266,8 +281,11 @@ class ImageIndex:
         bad = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime FROM skipped")}
         is_file = scope.endswith(os.sep)
         # files: unchanged when size and mtime match; dataset items: when the content hash does
-        todo = [k for k, st in found.items()
-                if not is_file or (known.get(k, (None, None))[:2] != st and bad.get(k) != st)]  # fmt: skip
+        todo = [
+            k
+            for k, st in found.items()
+            if not is_file or (known.get(k, (None, None))[:2] != st and bad.get(k) != st)
+        ]
         unchanged = sum(
             1 for k, st in found.items() if is_file and known.get(k, (None,) * 3)[:2] == st
         )
@@ -289,8 +307,12 @@ class ImageIndex:
                 for k in same:
                     items.pop(k)
             marks = ",".join("?" * len(items))
-            stored = dict(self.db.execute(f"SELECT hash, vector FROM images WHERE hash IN ({marks})",
-                                          [d for d, _ in items.values()]))  # fmt: skip
+            stored = dict(
+                self.db.execute(
+                    f"SELECT hash, vector FROM images WHERE hash IN ({marks})",
+                    [d for d, _ in items.values()],
+                )
+            )
             for key, (digest, load) in items.items():
                 size, mtime = found[key]
                 vector = stored.get(digest)
@@ -303,9 +325,14 @@ class ImageIndex:
                 except (ImageLoadError, FileNotFoundError) as err:
                     skips.append((key, size, mtime, str(err)))
             if new:
-                feats = encode_images(self.model, self.preprocess, [n[4] for n in new],
-                                      batch_size=self.batch_size, device=self.device,
-                                      progress=False)  # fmt: skip
+                feats = encode_images(
+                    self.model,
+                    self.preprocess,
+                    [n[4] for n in new],
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    progress=False,
+                )
                 vectors = feats.half().numpy()
                 rows += [
                     (k, s, m, h, vectors[i].tobytes()) for i, (k, s, m, h, _) in enumerate(new)
@@ -321,8 +348,10 @@ class ImageIndex:
         gone = [(k,) for k in known if k not in found]
         self.db.execute("BEGIN")
         self.db.executemany("DELETE FROM images WHERE path=?", gone)
-        self.db.executemany("DELETE FROM skipped WHERE path=?",
-                            [(k,) for k in bad if k.startswith(scope) and k not in found])  # fmt: skip
+        self.db.executemany(
+            "DELETE FROM skipped WHERE path=?",
+            [(k,) for k in bad if k.startswith(scope) and k not in found],
+        )
         self.db.execute("COMMIT")
         self._cache, self._faiss = None, None
         report = BuildReport(embedded, reused, unchanged, len(gone), self.skipped())
@@ -370,13 +399,15 @@ class ImageIndex:
             and query.strip()
             and Path(query).suffix.lower() not in IMAGE_SUFFIXES
         ):
-            return encode_texts(self.model, self.tokenizer, [query], device=self.device,
-                                progress=False)[0]  # fmt: skip
+            return encode_texts(
+                self.model, self.tokenizer, [query], device=self.device, progress=False
+            )[0]
         if isinstance(query, (str, os.PathLike, Image.Image)):
             if isinstance(query, str) and not query.strip():
                 raise ValueError("the query is empty: type some text or give an image")
-            return encode_images(self.model, self.preprocess, [query], device=self.device,
-                                 progress=False)[0]  # fmt: skip
+            return encode_images(
+                self.model, self.preprocess, [query], device=self.device, progress=False
+            )[0]
         raise ValueError(
             f"a query is a text, an image (PIL image or path) or a list of (query, weight) "
             f"pairs; got {type(query).__name__}"
@@ -401,10 +432,15 @@ class ImageIndex:
             scores, idx = scores[0], idx[0]
         else:
             scores, idx = exact_topk(matrix, q, k)
-        return [Hit(paths[i], float(s), r) for r, (s, i) in enumerate(zip(scores.tolist(),
-                idx.tolist(), strict=True)) if i >= 0]  # fmt: skip
+        return [
+            Hit(paths[i], float(s), r)
+            for r, (s, i) in enumerate(zip(scores.tolist(), idx.tolist(), strict=True))
+            if i >= 0
+        ]
 
-    def near_duplicates(self, threshold: float = 0.97, limit: int = 50) -> list[tuple[str, str, float]]:  # fmt: skip
+    def near_duplicates(
+        self, threshold: float = 0.97, limit: int = 50
+    ) -> list[tuple[str, str, float]]:
         """Return pairs of different files whose embeddings are at least `threshold` similar."""
         paths, matrix = self.matrix()
         m = matrix.float()
@@ -420,8 +456,7 @@ class ImageIndex:
     def info(self) -> dict:
         """Return the index's size, model and skipped count."""
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
-        return {"images": len(self), "skipped": len(self.skipped()), **meta,
-                "root": str(self.root)}  # fmt: skip
+        return {"images": len(self), "skipped": len(self.skipped()), **meta, "root": str(self.root)}
 
 
 def parse_query(text: str):
@@ -446,15 +481,16 @@ def parse_query(text: str):
     return parts
 
 
-def contact_sheet(hits: Sequence[Hit], out: str | os.PathLike, title: str = "", thumb: int = 96) -> Path:  # fmt: skip
+def contact_sheet(
+    hits: Sequence[Hit], out: str | os.PathLike, title: str = "", thumb: int = 96
+) -> Path:
     """Write a PNG of the hits' thumbnails with rank and score; return its path."""
     from mmlib.plots import image_grid
 
     if not hits:
         raise ValueError("no hits to draw")
     images = [load_image(h.path).resize((thumb, thumb)) for h in hits]
-    fig = image_grid(images, [f"#{h.rank + 1}  {h.score:.3f}" for h in hits], ncols=5,
-                     title=title)  # fmt: skip
+    fig = image_grid(images, [f"#{h.rank + 1}  {h.score:.3f}" for h in hits], ncols=5, title=title)
     out = Path(out)
     fig.savefig(out, dpi=100)
     import matplotlib.pyplot as plt

@@ -221,9 +221,13 @@ def _caption_single(rng, obj: Obj, size: int) -> str:
         "one {colour} {shape}",
     )
     template = phrasings[rng.integers(len(phrasings))]
-    return template.format(size=obj.size, colour=obj.colour, shape=obj.shape,
-                           a_colour=article(obj.colour),
-                           where=_position_word(obj, size))  # fmt: skip
+    return template.format(
+        size=obj.size,
+        colour=obj.colour,
+        shape=obj.shape,
+        a_colour=article(obj.colour),
+        where=_position_word(obj, size),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,8 +240,10 @@ def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, floa
         s = r * 0.82
         return [(x - s, y - s), (x + s, y - s), (x + s, y + s), (x - s, y + s)]
     if shape == "triangle":
-        return [(x + r * math.cos(a), y + r * math.sin(a))
-                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]  # fmt: skip
+        return [
+            (x + r * math.cos(a), y + r * math.sin(a))
+            for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)
+        ]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -247,9 +253,20 @@ def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, floa
         return pts
     if shape == "cross":
         a, b = r * 0.9, r * 0.32
-        return [(x - b, y - a), (x + b, y - a), (x + b, y - b), (x + a, y - b), (x + a, y + b),
-                (x + b, y + b), (x + b, y + a), (x - b, y + a), (x - b, y + b), (x - a, y + b),
-                (x - a, y - b), (x - b, y - b)]  # fmt: skip
+        return [
+            (x - b, y - a),
+            (x + b, y - a),
+            (x + b, y - b),
+            (x + a, y - b),
+            (x + a, y + b),
+            (x + b, y + b),
+            (x + b, y + a),
+            (x - b, y + a),
+            (x - b, y + b),
+            (x - a, y + b),
+            (x - a, y - b),
+            (x - b, y - b),
+        ]
     if shape == "heart":
         pts = []
         for k in range(40):
@@ -273,8 +290,9 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
     for o in scene.objects:
         fill = COLOURS[o.colour]
         if o.shape == "circle":
-            draw.ellipse([(o.x - o.r) * s, (o.y - o.r) * s, (o.x + o.r) * s, (o.y + o.r) * s],
-                         fill=fill)  # fmt: skip
+            draw.ellipse(
+                [(o.x - o.r) * s, (o.y - o.r) * s, (o.x + o.r) * s, (o.y + o.r) * s], fill=fill
+            )
         else:
             draw.polygon(
                 [(px * s, py * s) for px, py in _polygon(o.shape, o.x, o.y, o.r)], fill=fill
@@ -360,8 +378,14 @@ def collate(batch):
     return torch.stack(images), second, list(attrs)
 
 
-def save_scenes(folder, n: int, seed: int = 0, split: str = "all", kind: str | None = "single",
-                progress: bool = True) -> dict[str, dict]:  # fmt: skip
+def save_scenes(
+    folder,
+    n: int,
+    seed: int = 0,
+    split: str = "all",
+    kind: str | None = "single",
+    progress: bool = True,
+) -> dict[str, dict]:
     """Write `n` scenes as PNG files into `folder` (named colour_shape_index.png) and their
     attributes into folder/labels.json; return {file name: attributes}. Existing files are kept."""
     import json

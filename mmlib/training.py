@@ -65,8 +65,14 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float, min_ratio: flo
 
 def progress_bar(start: int, total: int, desc: str, enabled: bool = True):
     """Return a tqdm.auto bar over steps [start, total)."""
-    return tqdm(range(start, total), initial=start, total=total, desc=desc, disable=not enabled,
-                dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
 
 
 def check_finite(loss: torch.Tensor, step: int, folder: str | os.PathLike | None) -> None:
@@ -137,8 +143,10 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))  # fmt: skip
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(tmp / "model.safetensors"),
+    )
     optimizers = (
         optimizer if isinstance(optimizer, (list, tuple)) else [optimizer] if optimizer else []
     )
@@ -180,8 +188,9 @@ def load_checkpoint(
             raise FileNotFoundError(f"no checkpoint in {str(folder)!r}")
     state = json.loads((folder / "state.json").read_text())
     if config is not None and state["config"] != config:
-        diff = {k: (state["config"].get(k), v) for k, v in config.items()
-                if state["config"].get(k) != v}  # fmt: skip
+        diff = {
+            k: (state["config"].get(k), v) for k, v in config.items() if state["config"].get(k) != v
+        }
         raise ValueError(
             f"the checkpoint in {str(folder)!r} was made with another config "
             f"(saved vs asked: {diff}); delete it or pass the config it was made with"

@@ -23,11 +23,27 @@ import torch.nn.functional as F
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 
 # The official vqgan_imagenet_f16_16384 config (its model.yaml), for fixtures and benches.
-F16_16384_CONFIG = {"model": {"target": "taming.models.vqgan.VQModel", "params": {
-    "embed_dim": 256, "n_embed": 16384,
-    "ddconfig": {"double_z": False, "z_channels": 256, "resolution": 256, "in_channels": 3,
-                 "out_ch": 3, "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2,
-                 "attn_resolutions": [16], "dropout": 0.0}}}}  # fmt: skip
+F16_16384_CONFIG = {
+    "model": {
+        "target": "taming.models.vqgan.VQModel",
+        "params": {
+            "embed_dim": 256,
+            "n_embed": 16384,
+            "ddconfig": {
+                "double_z": False,
+                "z_channels": 256,
+                "resolution": 256,
+                "in_channels": 3,
+                "out_ch": 3,
+                "ch": 128,
+                "ch_mult": [1, 1, 2, 2, 4],
+                "num_res_blocks": 2,
+                "attn_resolutions": [16],
+                "dropout": 0.0,
+            },
+        },
+    }
+}
 
 KNOWN_TARGETS = {
     "taming.models.vqgan.VQModel": "vq",
@@ -181,15 +197,19 @@ def read_config(config: str | os.PathLike | dict) -> dict:
             raise FileNotFoundError(f"no VQGAN config at {str(path)!r}")
         text = path.read_text(errors="replace")
         if text.lstrip().lower().startswith(("<!doctype html", "<html")):
-            raise ValueError(f"{str(path)!r} is an HTML page, not a YAML config: the download "
-                             f"link returned an error page. Download it again.")  # fmt: skip
+            raise ValueError(
+                f"{str(path)!r} is an HTML page, not a YAML config: the download "
+                f"link returned an error page. Download it again."
+            )
         data = yaml.safe_load(text)
     model = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(model, dict) or "target" not in model or "params" not in model:
         raise ValueError("a VQGAN config needs model.target and model.params (taming's format)")
     if model["target"] not in KNOWN_TARGETS:
-        raise ValueError(f"config target {model['target']!r} is not a VQGAN mmlib can build; "
-                         f"known: {sorted(KNOWN_TARGETS)}")  # fmt: skip
+        raise ValueError(
+            f"config target {model['target']!r} is not a VQGAN mmlib can build; "
+            f"known: {sorted(KNOWN_TARGETS)}"
+        )
     return model
 
 
@@ -255,8 +275,11 @@ def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]  # fmt: skip
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if shapes:
@@ -265,8 +288,9 @@ def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
             parts.append(f"{len(missing)} missing keys, first {missing[:3]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first {unexpected[:3]}")
-        raise ValueError(f"the checkpoint {source!r} does not match the config: "
-                         + "; ".join(parts))  # fmt: skip
+        raise ValueError(
+            f"the checkpoint {source!r} does not match the config: " + "; ".join(parts)
+        )
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -289,9 +313,18 @@ def from_model_range(images: torch.Tensor) -> torch.Tensor:
 # short. 256 codes cover the shapes world's parts (8 colours x edges and corners, backgrounds)
 # while few enough are used often enough to stay alive. Channels are multiples of 32 because
 # taming's GroupNorm uses 32 groups.
-TINY_VQGAN_DDCONFIG = {"double_z": False, "z_channels": 32, "resolution": 32, "in_channels": 3,
-                       "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1,
-                       "attn_resolutions": [], "dropout": 0.0}  # fmt: skip
+TINY_VQGAN_DDCONFIG = {
+    "double_z": False,
+    "z_channels": 32,
+    "resolution": 32,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 32,
+    "ch_mult": [1, 1, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
 TINY_VQGAN = {"n_embed": 256, "embed_dim": 32, "ddconfig": TINY_VQGAN_DDCONFIG}
 
 
@@ -325,8 +358,11 @@ def codebook_usage(indices: torch.Tensor, n_embed: int) -> dict:
     counts = torch.bincount(indices.flatten(), minlength=n_embed).float()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"perplexity": entropy.exp().item(), "used": (counts > 0).float().mean().item(),
-            "counts": counts}  # fmt: skip
+    return {
+        "perplexity": entropy.exp().item(),
+        "used": (counts > 0).float().mean().item(),
+        "counts": counts,
+    }
 
 
 def _hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -351,8 +387,12 @@ def evaluate_vqgan(model: VQGAN, n: int = 256, seed: int = 4321) -> dict:
     with torch.no_grad():
         recon, _, indices = model(to_model_range(images))
     usage = codebook_usage(indices, model.n_embed)
-    return {"psnr": psnr(from_model_range(recon), images), "perplexity": usage["perplexity"],
-            "codebook_used": usage["used"], "counts": usage["counts"]}  # fmt: skip
+    return {
+        "psnr": psnr(from_model_range(recon), images),
+        "perplexity": usage["perplexity"],
+        "codebook_used": usage["used"],
+        "counts": usage["counts"],
+    }
 
 
 def train_vqgan(
@@ -439,14 +479,25 @@ def train_vqgan(
         seconds += time.perf_counter() - tick
         done = step + 1
         if step % config.log_every == 0 or done == config.steps:
-            history.log(step, loss=loss.item(), rec_loss=rec_loss.item(), codebook_loss=qloss.item(),
-                        disc_loss=d_loss.item(), seconds=seconds,
-                        batch_perplexity=codebook_usage(indices, model.n_embed)["perplexity"])  # fmt: skip
+            history.log(
+                step,
+                loss=loss.item(),
+                rec_loss=rec_loss.item(),
+                codebook_loss=qloss.item(),
+                disc_loss=d_loss.item(),
+                seconds=seconds,
+                batch_perplexity=codebook_usage(indices, model.n_embed)["perplexity"],
+            )
             bar.set_postfix(rec=f"{rec_loss.item():.3f}")
         if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
             ev = evaluate_vqgan(model)
-            history.log(step, psnr=ev["psnr"], codebook_used=ev["codebook_used"],
-                        perplexity=ev["perplexity"], seconds=seconds)  # fmt: skip
+            history.log(
+                step,
+                psnr=ev["psnr"],
+                codebook_used=ev["codebook_used"],
+                perplexity=ev["perplexity"],
+                seconds=seconds,
+            )
         if folder is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             save_checkpoint(folder, both, [opt_g, opt_d], done, asdict(config), history)
         tick = time.perf_counter()
@@ -461,15 +512,26 @@ def train_vqgan_command(args) -> Path:
     from mmlib import zoo
 
     defaults = VQGANTrainConfig()
-    config = VQGANTrainConfig(steps=args.steps or defaults.steps, seed=args.seed,
-                              disc_start=min(defaults.disc_start, (args.steps or defaults.steps) // 2))  # fmt: skip
+    config = VQGANTrainConfig(
+        steps=args.steps or defaults.steps,
+        seed=args.seed,
+        disc_start=min(defaults.disc_start, (args.steps or defaults.steps) // 2),
+    )
     torch.manual_seed(args.seed)
     model = VQGAN(**TINY_VQGAN)
     out = Path(args.out)
     history = train_vqgan(model, config, folder=out / "checkpoint")
     ev = evaluate_vqgan(model, n=512)
-    zoo.save_model_dir(out / "model", model, {"config": TINY_VQGAN, "psnr": ev["psnr"],
-                       "codebook_used": ev["codebook_used"], "history": history.records})  # fmt: skip
+    zoo.save_model_dir(
+        out / "model",
+        model,
+        {
+            "config": TINY_VQGAN,
+            "psnr": ev["psnr"],
+            "codebook_used": ev["codebook_used"],
+            "history": history.records,
+        },
+    )
     print(
         f"PSNR {ev['psnr']:.2f} dB on held-out images, {ev['codebook_used']:.0%} of the "
         f"codebook in use (perplexity {ev['perplexity']:.0f}); model in {out / 'model'}"

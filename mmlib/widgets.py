@@ -18,8 +18,14 @@ from mmlib.zeroshot import classify_labels
 class ZeroShotWidget:
     """Pick or upload an image, type comma-separated labels, see a bar chart of probabilities."""
 
-    def __init__(self, model, preprocess, tokenizer, images: dict[str, Image.Image],
-                 labels: str = "a cat, a dog, a rocket"):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        preprocess,
+        tokenizer,
+        images: dict[str, Image.Image],
+        labels: str = "a cat, a dog, a rocket",
+    ):
         if not images:
             raise ValueError("images is empty: give at least one {name: PIL image} to pick from")
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
@@ -59,24 +65,30 @@ class ZeroShotWidget:
         """Classify the picked image against the typed labels; show and return the result."""
         image = self.images[self.picker.value]
         try:
-            result = classify_labels(self.model, self.preprocess, self.tokenizer, image,
-                                     self.labels.value)  # fmt: skip
+            result = classify_labels(
+                self.model, self.preprocess, self.tokenizer, image, self.labels.value
+            )
         except ValueError as err:
             self._show_error(str(err))
             return None
         self.error, self.result = None, result
         self.output.clear_output(wait=True)
         with self.output:
-            fig = probability_bars([r[0] for r in result], [r[1] for r in result],
-                                   title=f"Zero-shot: {self.picker.value}", image=image)  # fmt: skip
+            fig = probability_bars(
+                [r[0] for r in result],
+                [r[1] for r in result],
+                title=f"Zero-shot: {self.picker.value}",
+                image=image,
+            )
             display(fig)
             plt.close(fig)
         return result
 
     def widget(self) -> W.Widget:
         """Return the widget to display."""
-        return W.VBox([W.HBox([self.picker, self.upload]), W.HBox([self.labels, self.button]),
-                       self.output])  # fmt: skip
+        return W.VBox(
+            [W.HBox([self.picker, self.upload]), W.HBox([self.labels, self.button]), self.output]
+        )
 
     def _ipython_display_(self) -> None:
         display(self.widget())
@@ -87,8 +99,12 @@ class SearchWidget:
 
     def __init__(self, index, k: int = 8, thumb: int = 96):
         self.index, self.thumb = index, thumb
-        self.query = W.Text(placeholder="a purple star", description="search",
-                            layout=W.Layout(width="60%"), continuous_update=False)  # fmt: skip
+        self.query = W.Text(
+            placeholder="a purple star",
+            description="search",
+            layout=W.Layout(width="60%"),
+            continuous_update=False,
+        )
         self.k = W.IntSlider(value=k, min=1, max=32, description="results")
         self.button = W.Button(description="Search", button_style="primary")
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
@@ -110,8 +126,14 @@ class SearchWidget:
             buf = io.BytesIO()
             load_thumb = Image.open(h.path).convert("RGB").resize((self.thumb, self.thumb))
             load_thumb.save(buf, format="PNG")
-            cards.append(W.VBox([W.Image(value=buf.getvalue(), format="png"),
-                                 W.Label(f"#{h.rank + 1}  {h.score:.3f}")]))  # fmt: skip
+            cards.append(
+                W.VBox(
+                    [
+                        W.Image(value=buf.getvalue(), format="png"),
+                        W.Label(f"#{h.rank + 1}  {h.score:.3f}"),
+                    ]
+                )
+            )
         self.gallery.children = tuple(cards)
         self.message.value = f"{len(self.hits)} results for <i>{self.query.value}</i>"
         return self.hits
@@ -154,8 +176,9 @@ class GenerateWidget:
 
     def _show(self, images) -> None:
         arr = (images[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")
-        img = Image.fromarray(arr).resize((arr.shape[1] * self.scale, arr.shape[0] * self.scale),
-                                          Image.Resampling.NEAREST)  # fmt: skip
+        img = Image.fromarray(arr).resize(
+            (arr.shape[1] * self.scale, arr.shape[0] * self.scale), Image.Resampling.NEAREST
+        )
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         self.preview.value = buf.getvalue()
@@ -170,8 +193,14 @@ class GenerateWidget:
         from mmlib.generate import generate
 
         try:
-            self.result = generate([self.prompt.value], self.vqgan, self.clips, config,
-                                   progress=False, callback=self._callback)  # fmt: skip
+            self.result = generate(
+                [self.prompt.value],
+                self.vqgan,
+                self.clips,
+                config,
+                progress=False,
+                callback=self._callback,
+            )
             self._show(self.result.images)
             self.status.value = self.result.stopped or "done"
         except ValueError as err:  # bad prompt: say so, keep the widget alive
@@ -200,8 +229,14 @@ class GenerateWidget:
 
     def widget(self) -> W.Widget:
         """Return the widget to display."""
-        return W.VBox([W.HBox([self.prompt, self.start, self.stop]), W.HBox([self.steps, self.seed]),
-                       self.preview, self.status])  # fmt: skip
+        return W.VBox(
+            [
+                W.HBox([self.prompt, self.start, self.stop]),
+                W.HBox([self.steps, self.seed]),
+                self.preview,
+                self.status,
+            ]
+        )
 
     def _ipython_display_(self) -> None:
         display(self.widget())

@@ -96,8 +96,9 @@ def evaluate(
     if labels is None:
         labels = [dataset[i][1] for i in range(len(dataset))]
     labels = torch.as_tensor(labels, dtype=torch.long)
-    feats = encode_images(model, preprocess, dataset, batch_size=batch_size, device=device,
-                          progress=progress)  # fmt: skip
+    feats = encode_images(
+        model, preprocess, dataset, batch_size=batch_size, device=device, progress=progress
+    )
     if len(feats) != len(labels):
         raise ValueError(f"{len(feats)} images but {len(labels)} labels")
     logits = feats @ classifier
@@ -146,30 +147,42 @@ def classify(
         "top_k": [
             [(names[j], p) for j, p in zip(idx.tolist(), val.tolist(), strict=True)]
             for idx, val in zip(top.indices, top.values, strict=True)
-        ],  # fmt: skip
+        ],
     }
 
 
-def classify_labels(model, preprocess, tokenizer, image, labels: str | Sequence[str],
-                    templates: Sequence[Template] = ("a photo of a {}.",)) -> list[tuple[str, float]]:  # fmt: skip
+def classify_labels(
+    model,
+    preprocess,
+    tokenizer,
+    image,
+    labels: str | Sequence[str],
+    templates: Sequence[Template] = ("a photo of a {}.",),
+) -> list[tuple[str, float]]:
     """Return [(label, probability)] for one image and labels ("cat, dog" or a list), best first."""
     labels = parse_labels(labels) if isinstance(labels, str) else parse_labels(",".join(labels))
     classifier = build_classifier(model, tokenizer, labels, templates)
     return classify(model, preprocess, [image], classifier, labels, top_k=len(labels))["top_k"][0]
 
 
-def compare_templates(model, preprocess, tokenizer, template_sets: dict | None = None,
-                      per_pair: int = 10) -> dict:  # fmt: skip
+def compare_templates(
+    model, preprocess, tokenizer, template_sets: dict | None = None, per_pair: int = 10
+) -> dict:
     """Return the shapes-world zero-shot accuracy (seen, held-out) for each set of templates."""
     sets = template_sets or TEMPLATES
-    return {name: {k: v for k, v in evaluate_shapes(model, preprocess, tokenizer, per_pair,
-                                                    templates=t).items()
-                   if k in ("seen", "heldout", "all")}
-            for name, t in sets.items()}  # fmt: skip
+    return {
+        name: {
+            k: v
+            for k, v in evaluate_shapes(model, preprocess, tokenizer, per_pair, templates=t).items()
+            if k in ("seen", "heldout", "all")
+        }
+        for name, t in sets.items()
+    }
 
 
-def linear_probe(model, preprocess, shots: Sequence[int] = (1, 4, 16), per_pair: int = 10,
-                 seed: int = 0) -> dict[int, float]:  # fmt: skip
+def linear_probe(
+    model, preprocess, shots: Sequence[int] = (1, 4, 16), per_pair: int = 10, seed: int = 0
+) -> dict[int, float]:
     """Return the accuracy of logistic regression on image embeddings with k examples per class,
     for each k in `shots`, on the same test images as the zero-shot protocol (all 48 classes)."""
     from sklearn.linear_model import LogisticRegression
@@ -196,9 +209,14 @@ def linear_probe(model, preprocess, shots: Sequence[int] = (1, 4, 16), per_pair:
 
 
 def evaluate_shapes(
-    model: torch.nn.Module, preprocess, tokenizer, per_pair: int = 10, seed: int = 1234,
-    templates: Sequence[Template] = SHAPES_TEMPLATES, device=None,
-) -> dict:  # fmt: skip
+    model: torch.nn.Module,
+    preprocess,
+    tokenizer,
+    per_pair: int = 10,
+    seed: int = 1234,
+    templates: Sequence[Template] = SHAPES_TEMPLATES,
+    device=None,
+) -> dict:
     """Return zero-shot top-1 on seen and held-out (shape, colour) pairs: the course's protocol.
 
     Single-object renders (fresh: `seed` differs from training), all pairs as classes.
@@ -250,8 +268,10 @@ def evaluate_binding(
         true.append(f"{phrase(a)} {s.relation} {phrase(b)}")
         swapped.append(f"{phrase(b)} {s.relation} {phrase(a)}")
         flipped.append(f"{phrase(a)} {opposite[s.relation]} {phrase(b)}")
-    feats = {k: encode_texts(model, tokenizer, v, device=device, progress=False)
-             for k, v in (("true", true), ("swapped", swapped), ("flipped", flipped))}  # fmt: skip
+    feats = {
+        k: encode_texts(model, tokenizer, v, device=device, progress=False)
+        for k, v in (("true", true), ("swapped", swapped), ("flipped", flipped))
+    }
     score = {k: (image_features * f).sum(dim=1) for k, f in feats.items()}
     return {
         "swap_objects": (score["true"] > score["swapped"]).float().mean().item(),

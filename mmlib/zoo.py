@@ -59,8 +59,13 @@ TINY_CLIP_CONFIG: dict = {
 
 
 # How the tiny CLIPs are trained (fields of mmlib.contrastive.ClipTrainConfig).
-TINY_CLIP_TRAINING: dict = {"steps": 400, "batch_size": 128, "lr": 2e-3, "warmup": 40,
-                            "eval_every": 100}  # fmt: skip
+TINY_CLIP_TRAINING: dict = {
+    "steps": 400,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "warmup": 40,
+    "eval_every": 100,
+}
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,9 @@ def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
     if train:
         config = tiny_train_config(name)
         tokenizer = tiny_tokenizer()
-        log.info("training %s (%s): %d steps, done once and cached", name, spec.purpose,
-                 config.steps)  # fmt: skip
+        log.info(
+            "training %s (%s): %d steps, done once and cached", name, spec.purpose, config.steps
+        )
         runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
         history = train_clip(model, tokenizer, config, folder=runs, device="cpu")
         final = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device="cpu")
@@ -175,8 +181,11 @@ def tiny_vqgan_dir(home: str | os.PathLike | None = None) -> Path:
     from mmlib import vqgan
 
     config = vqgan.VQGANTrainConfig()
-    folder = cache_dir(home) / "models" / model_key("tiny-vqgan", vqgan.TINY_VQGAN,
-                                                    training=asdict(config))  # fmt: skip
+    folder = (
+        cache_dir(home)
+        / "models"
+        / model_key("tiny-vqgan", vqgan.TINY_VQGAN, training=asdict(config))
+    )
     _make_once(folder, lambda: _make_tiny_vqgan(folder, config, home))
     return folder
 
@@ -189,14 +198,22 @@ def _make_tiny_vqgan(folder: Path, config, home) -> None:
     log.info("training the tiny VQGAN: %d steps, done once and cached", config.steps)
     runs = cache_dir(home) / "runs" / folder.name
     before = {}  # the model just before the discriminator joins, for notebook 04
-    history = vqgan.train_vqgan(model, config, folder=runs,
-                                on_disc_start=lambda m: before.update(_weights(m)))  # fmt: skip
+    history = vqgan.train_vqgan(
+        model, config, folder=runs, on_disc_start=lambda m: before.update(_weights(m))
+    )
     final = vqgan.evaluate_vqgan(model, n=512)
-    info = {"name": "tiny-vqgan", "trained": True, "mmlib_version": __version__,
-            "steps": config.steps, "train_seconds": history.last("seconds"),
-            "psnr": final["psnr"], "codebook_used": final["codebook_used"],
-            "perplexity": final["perplexity"], "history": history.records,
-            "config": vqgan.TINY_VQGAN}  # fmt: skip
+    info = {
+        "name": "tiny-vqgan",
+        "trained": True,
+        "mmlib_version": __version__,
+        "steps": config.steps,
+        "train_seconds": history.last("seconds"),
+        "psnr": final["psnr"],
+        "codebook_used": final["codebook_used"],
+        "perplexity": final["perplexity"],
+        "history": history.records,
+        "config": vqgan.TINY_VQGAN,
+    }
     save_model_dir(folder, model, info, extra={"before_gan.safetensors": before} if before else {})
 
 
@@ -222,8 +239,9 @@ def get_vqgan(profile: str | None = None, device=None, weights: str = "model.saf
     folder = tiny_vqgan_dir()
     model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
     if not (folder / weights).is_file():
-        raise FileNotFoundError(f"the tiny VQGAN has no {weights!r}; found "
-                                f"{sorted(p.name for p in folder.iterdir())}")  # fmt: skip
+        raise FileNotFoundError(
+            f"the tiny VQGAN has no {weights!r}; found {sorted(p.name for p in folder.iterdir())}"
+        )
     model.load_state_dict(load_file(str(folder / weights)))
     from mmlib.env import get_device
 
@@ -240,9 +258,13 @@ def judge_classifier_dir(home: str | os.PathLike | None = None) -> Path:
     def make() -> None:
         log.info("training the judge classifier: %d steps, done once and cached", config.steps)
         model, history = judge.train_classifier(config)
-        info = {"name": "judge-classifier", "mmlib_version": __version__,
-                "accuracy": judge.classifier_accuracy(model), "history": history.records,
-                "train_seconds": history.last("seconds")}  # fmt: skip
+        info = {
+            "name": "judge-classifier",
+            "mmlib_version": __version__,
+            "accuracy": judge.classifier_accuracy(model),
+            "history": history.records,
+            "train_seconds": history.last("seconds"),
+        }
         save_model_dir(folder, model, info)
 
     _make_once(folder, make)
@@ -395,7 +417,7 @@ FULL_FILES: tuple[FullFile, ...] = (
             ("checkpoint", "ckpts", "last.ckpt"),
             ("config", "configs", "model.yaml"),
         )
-    ),  # fmt: skip
+    ),
 )
 
 
@@ -539,20 +561,37 @@ def vqgan_clip_results_dir(home: str | os.PathLike | None = None) -> Path:
 
     config = generate.GenerateConfig(**generate.profile_settings("tiny"))
     pairs = judge.benchmark_pairs()
-    inputs = [tiny_clip_dir("tiny-clip", home).name, tiny_clip_dir("tiny-clip-b", home).name,
-              tiny_vqgan_dir(home).name, tiny_clip_dir("judge-clip", home).name,
-              judge_classifier_dir(home).name]  # fmt: skip
-    folder = cache_dir(home) / "models" / model_key("vqgan-clip-results", asdict(config),
-                                                    pairs=pairs, models=inputs,
-                                                    best_of=VQGAN_CLIP_BEST_OF)  # fmt: skip
+    inputs = [
+        tiny_clip_dir("tiny-clip", home).name,
+        tiny_clip_dir("tiny-clip-b", home).name,
+        tiny_vqgan_dir(home).name,
+        tiny_clip_dir("judge-clip", home).name,
+        judge_classifier_dir(home).name,
+    ]
+    folder = (
+        cache_dir(home)
+        / "models"
+        / model_key(
+            "vqgan-clip-results",
+            asdict(config),
+            pairs=pairs,
+            models=inputs,
+            best_of=VQGAN_CLIP_BEST_OF,
+        )
+    )
 
     def make() -> None:
-        log.info("generating the VQGAN+CLIP benchmark (%d prompts), done once and cached",
-                 len(pairs))  # fmt: skip
-        results = generate.run_benchmark(get_vqgan("tiny", device="cpu"),
-                                         get_generation_clips("tiny", device="cpu"),
-                                         get_judges(), pairs, config,
-                                         best_of=VQGAN_CLIP_BEST_OF)  # fmt: skip
+        log.info(
+            "generating the VQGAN+CLIP benchmark (%d prompts), done once and cached", len(pairs)
+        )
+        results = generate.run_benchmark(
+            get_vqgan("tiny", device="cpu"),
+            get_generation_clips("tiny", device="cpu"),
+            get_judges(),
+            pairs,
+            config,
+            best_of=VQGAN_CLIP_BEST_OF,
+        )
         images = results.pop("images")
 
         def write(tmp: Path) -> None:
@@ -587,10 +626,18 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
 
     config, training = dalle.DalleConfig(), dalle.DalleTrainConfig()
     vqgan_name = tiny_vqgan_dir(home).name
-    folder = cache_dir(home) / "models" / model_key("tiny-dalle", asdict(config),
-                                                    training=asdict(training), vqgan=vqgan_name,
-                                                    sampling=dalle.SAMPLING,
-                                                    draws=dalle.BENCHMARK_DRAWS)  # fmt: skip
+    folder = (
+        cache_dir(home)
+        / "models"
+        / model_key(
+            "tiny-dalle",
+            asdict(config),
+            training=asdict(training),
+            vqgan=vqgan_name,
+            sampling=dalle.SAMPLING,
+            draws=dalle.BENCHMARK_DRAWS,
+        )
+    )
 
     def make() -> None:
         log.info("training the token transformer: %d steps, done once and cached", training.steps)
@@ -602,9 +649,15 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
             model, vqgan, clips, get_judges(), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
         )
         evaluation.pop("images"), evaluation.pop("best")  # pictures: not for the JSON
-        info = {"name": "tiny-dalle", "mmlib_version": __version__, "history": history.records,
-                "train_seconds": history.last("seconds"), "sampling": dalle.SAMPLING,
-                "training": asdict(training), "evaluation": evaluation}  # fmt: skip
+        info = {
+            "name": "tiny-dalle",
+            "mmlib_version": __version__,
+            "history": history.records,
+            "train_seconds": history.last("seconds"),
+            "sampling": dalle.SAMPLING,
+            "training": asdict(training),
+            "evaluation": evaluation,
+        }
         dalle.save_dalle(folder, model, info)
 
     _make_once(folder, make)
@@ -632,9 +685,16 @@ def example_images(profile: str | None = None, n: int = 4):
         return list(photos.values()), [SAMPLE_PHOTOS[name] for name in photos]
     from mmlib import toyworld
 
-    pairs = [("star", "red"), ("circle", "blue"), ("heart", "yellow"), ("square", "green"),
-             ("cross", "white"), ("triangle", "orange"), ("star", "pink"),
-             ("circle", "purple")][:n]  # fmt: skip
+    pairs = [
+        ("star", "red"),
+        ("circle", "blue"),
+        ("heart", "yellow"),
+        ("square", "green"),
+        ("cross", "white"),
+        ("triangle", "orange"),
+        ("star", "pink"),
+        ("circle", "purple"),
+    ][:n]
     images = [
         toyworld.render_image(toyworld.sample_scene(7, i, "all", "single", pair=pair))
         for i, pair in enumerate(pairs)

@@ -12,8 +12,15 @@ from mmlib import contrastive, zoo
 from mmlib.contrastive import ClipTrainConfig, clip_loss, train_clip
 from mmlib.training import NonFiniteLossError, load_checkpoint, read_step
 
-SMALL = {"steps": 4, "batch_size": 8, "eval_every": 0, "warmup": 2, "checkpoint_every": 2,
-         "log_every": 1, "num_workers": 0}  # fmt: skip
+SMALL = {
+    "steps": 4,
+    "batch_size": 8,
+    "eval_every": 0,
+    "warmup": 2,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "num_workers": 0,
+}
 
 
 def small_clip(seed=0):
@@ -102,15 +109,21 @@ def test_a_checkpoint_from_another_config_is_refused(tmp_path):
     model, tok = small_clip()
     train_clip(model, tok, ClipTrainConfig(**SMALL), folder=tmp_path / "d", progress=False)
     with pytest.raises(ValueError, match="another config"):
-        train_clip(model, tok, ClipTrainConfig(**{**SMALL, "lr": 1e-4}), folder=tmp_path / "d",
-                   progress=False)  # fmt: skip
+        train_clip(
+            model,
+            tok,
+            ClipTrainConfig(**{**SMALL, "lr": 1e-4}),
+            folder=tmp_path / "d",
+            progress=False,
+        )
 
 
 def _ddp_worker(rank, world, port, out):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)  # fmt: skip
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     torch.set_num_threads(1)
     model, tok = small_clip()
     train_clip(model, tok, ClipTrainConfig(**{**SMALL, "steps": 3}), progress=False, device="cpu")

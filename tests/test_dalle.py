@@ -46,8 +46,12 @@ def test_every_caption_of_the_world_maps_without_unk_and_unknown_words_become_un
     assert (ids[:, 0] == dalle.SOT).all()
     assert model.decode_captions(ids) == captions
     odd = model.encode_captions(["a red zebra"])[0].tolist()
-    assert odd[:5] == [dalle.SOT, *model.encode_captions(["a red"])[0, 1:3].tolist(), dalle.UNK,
-                       dalle.EOT]  # fmt: skip
+    assert odd[:5] == [
+        dalle.SOT,
+        *model.encode_captions(["a red"])[0, 1:3].tolist(),
+        dalle.UNK,
+        dalle.EOT,
+    ]
     assert model.decode_captions(torch.tensor([odd])) == ["a red <unk>"]
 
 
@@ -139,8 +143,9 @@ def test_sampling_is_seeded_and_refuses_empty_requests(model):
     assert torch.equal(a, b) and not torch.equal(a, c)
     guided = dalle.sample(model, ["a red star", "a blue circle"], n=3, seed=5, guidance=3.0)
     assert guided.shape == (6, 64) and not torch.equal(guided, a)
-    assert torch.equal(guided, dalle.sample(model, ["a red star", "a blue circle"], n=3, seed=5,
-                                            guidance=3.0))  # fmt: skip
+    assert torch.equal(
+        guided, dalle.sample(model, ["a red star", "a blue circle"], n=3, seed=5, guidance=3.0)
+    )
     greedy = dalle.sample(model, "a red star", n=2, top_k=1)
     assert torch.equal(greedy[0], greedy[1])  # top-1 leaves no choice
     with pytest.raises(ValueError, match="n >= 1"):
@@ -165,10 +170,16 @@ def test_rerank_keeps_the_samples_clip_scores_highest(tiny_clip):
     from mmlib.clip import encode_images, encode_texts
 
     model, _, tok = tiny_clip
-    images = torch.stack([toyworld.to_tensor(toyworld.render(toyworld.sample_scene(0, i, "all",
-                          "single"))) for i in range(6)])  # fmt: skip
-    sims = (encode_images(model, None, images, progress=False)
-            @ encode_texts(model, tok, "a red star", progress=False).T)[:, 0]  # fmt: skip
+    images = torch.stack(
+        [
+            toyworld.to_tensor(toyworld.render(toyworld.sample_scene(0, i, "all", "single")))
+            for i in range(6)
+        ]
+    )
+    sims = (
+        encode_images(model, None, images, progress=False)
+        @ encode_texts(model, tok, "a red star", progress=False).T
+    )[:, 0]
     best, scores, order = dalle.rerank(images, "a red star", tiny_clip, keep=3)
     assert order.tolist() == sims.argsort(descending=True)[:3].tolist()
     assert torch.allclose(scores, sims[order]) and torch.equal(best, images[order])
@@ -187,8 +198,17 @@ def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(model, v
     from mmlib.zoo import get_judges
 
     pairs = [judge.benchmark_pairs()[0], toyworld.HELD_OUT_PAIRS[0]]
-    ev = dalle.evaluate_dalle(model, vqgan, [tiny_clip, tiny_clip], get_judges(), pairs=pairs,
-                              n=3, seed=1, draws=2, top_k=8)  # fmt: skip
+    ev = dalle.evaluate_dalle(
+        model,
+        vqgan,
+        [tiny_clip, tiny_clip],
+        get_judges(),
+        pairs=pairs,
+        n=3,
+        seed=1,
+        draws=2,
+        top_k=8,
+    )
     assert ev["pairs"] == pairs * 2 and ev["images"].shape == (4, 3, 3, 32, 32)
     assert ev["best"].shape == (4, 3, 32, 32)
     for way in ("first", "all", "reranked", "reranked_one"):
@@ -197,7 +217,8 @@ def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(model, v
     assert len(by_draw) == 2
     for group in ("seen", "heldout"):  # the draws average to the whole
         assert ev["reranked"]["classifier"][group] == pytest.approx(
-            sum(d[group] for d in by_draw) / 2)  # fmt: skip
+            sum(d[group] for d in by_draw) / 2
+        )
     one = dalle.evaluate_dalle(model, vqgan, tiny_clip, get_judges(), pairs=pairs, n=2)
     assert "reranked_one" not in one and len(one["reranked_by_draw"]["judge_clip"]) == 1
     with pytest.raises(ValueError, match="draws"):
@@ -206,8 +227,15 @@ def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(model, v
 
 def test_training_data_never_shows_a_held_out_pair(model, vqgan):
     tc = dalle.DalleTrainConfig()  # the course's world: one large object on plain grey
-    text, image = dalle.scene_data(model, vqgan, 60, seed=1, split="heldout",
-                                   object_size=tc.object_size, background=tc.background)  # fmt: skip
+    text, image = dalle.scene_data(
+        model,
+        vqgan,
+        60,
+        seed=1,
+        split="heldout",
+        object_size=tc.object_size,
+        background=tc.background,
+    )
     assert text.shape == (60, 16) and image.shape == (60, 64) and image.max() < 256
     for caption in model.decode_captions(text):
         words = set(caption.split())
@@ -220,8 +248,10 @@ def test_training_data_never_shows_a_held_out_pair(model, vqgan):
 
 def test_training_resumes_from_a_checkpoint_and_the_model_saves_and_loads(tmp_path, tokenizer):
     gen = torch.Generator().manual_seed(4)
-    data = (dalle.TokenTransformer(SMALL, tokenizer).encode_captions(["a red star"] * 16),
-            torch.randint(0, 256, (16, 64), generator=gen))  # fmt: skip
+    data = (
+        dalle.TokenTransformer(SMALL, tokenizer).encode_captions(["a red star"] * 16),
+        torch.randint(0, 256, (16, 64), generator=gen),
+    )
     tc = dalle.DalleTrainConfig(steps=6, batch_size=4, checkpoint_every=3, warmup=3)
     straight, history = dalle.train_dalle(SMALL, tc, tokenizer=tokenizer, progress=False, data=data)
     assert not straight.training and history.last("image_loss") is not None
@@ -233,17 +263,20 @@ def test_training_resumes_from_a_checkpoint_and_the_model_saves_and_loads(tmp_pa
     state = json.loads((folder / "state.json").read_text())
     state["config"]["train"]["steps"] = 6  # as if the 6-step run had stopped after step 3
     (folder / "state.json").write_text(json.dumps(state))
-    resumed, again = dalle.train_dalle(SMALL, tc, tokenizer=tokenizer, progress=False, data=data,
-                                       folder=folder)  # fmt: skip
+    resumed, again = dalle.train_dalle(
+        SMALL, tc, tokenizer=tokenizer, progress=False, data=data, folder=folder
+    )
     assert again.records[-1]["step"] == 5
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
-                            strict=True):  # fmt: skip
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), name
     saved = dalle.save_dalle(tmp_path / "model", straight, {"note": "test"})
     loaded = dalle.load_dalle(saved, device="cpu", tokenizer=tokenizer)
     assert loaded.config == straight.config
-    for (name, a), b in zip(straight.state_dict().items(), loaded.state_dict().values(),
-                            strict=True):  # fmt: skip
+    for (name, a), b in zip(
+        straight.state_dict().items(), loaded.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError, match="no DALL-E model"):
         dalle.load_dalle(tmp_path / "nothing")
@@ -252,8 +285,21 @@ def test_training_resumes_from_a_checkpoint_and_the_model_saves_and_loads(tmp_pa
 def test_train_dalle_command_writes_a_model_that_loads(tmp_path, capsys):
     from mmlib.cli import main
 
-    main(["train", "dalle", "--out", str(tmp_path), "--steps", "3", "--batch-size", "4",
-          "--scenes", "32", "--full-world"])  # fmt: skip
+    main(
+        [
+            "train",
+            "dalle",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--scenes",
+            "32",
+            "--full-world",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "best of 8 by both CLIPs" in printed and "by the tiny CLIP" in printed
     assert "held-out" in printed

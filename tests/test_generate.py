@@ -26,8 +26,10 @@ def test_prompts_parse_weight_and_stop_but_keep_colons_in_the_text(spec, text, w
     assert (p.text, p.weight, p.stop) == (text, weight, stop)
 
 
-@pytest.mark.parametrize("spec,match", [("", "non-empty"), ("   ", "non-empty"),
-                                        ("a star:1.2.3", "not a number"), (":2", "no text")])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec,match",
+    [("", "non-empty"), ("   ", "non-empty"), ("a star:1.2.3", "not a number"), (":2", "no text")],
+)
 def test_bad_prompts_are_refused_clearly(spec, match):
     with pytest.raises(ValueError, match=match):
         g.parse_prompt(spec)
@@ -83,8 +85,13 @@ def test_same_seed_gives_the_bit_identical_picture(small_models):
     a = g.generate(["a red star", "a blue circle"], vqgan, [clip], cfg, progress=False)
     b = g.generate(["a red star", "a blue circle"], vqgan, [clip], cfg, progress=False)
     assert a.images.shape == (2, 3, 32, 32) and torch.equal(a.images, b.images)
-    c = g.generate(["a red star", "a blue circle"], vqgan, [clip],
-                   g.GenerateConfig(steps=3, cutn=4, seed=6), progress=False)  # fmt: skip
+    c = g.generate(
+        ["a red star", "a blue circle"],
+        vqgan,
+        [clip],
+        g.GenerateConfig(steps=3, cutn=4, seed=6),
+        progress=False,
+    )
     assert not torch.equal(a.images, c.images)
     assert len(a.losses) == 3 and all(math.isfinite(x) for x in a.losses)
 
@@ -92,10 +99,14 @@ def test_same_seed_gives_the_bit_identical_picture(small_models):
 def test_two_clips_image_prompts_init_image_and_odd_sizes(small_models, caplog):
     vqgan, clip = small_models
     init = torch.rand(3, 40, 40)
-    out = g.generate([["a red star:1", g.Prompt(image=Image.new("RGB", (32, 32), "red"))]],
-                     vqgan, [clip, clip], g.GenerateConfig(steps=2, cutn=2, size=30, init="image",
-                                                           init_weight=0.5), init_image=init,
-                     progress=False)  # fmt: skip
+    out = g.generate(
+        [["a red star:1", g.Prompt(image=Image.new("RGB", (32, 32), "red"))]],
+        vqgan,
+        [clip, clip],
+        g.GenerateConfig(steps=2, cutn=2, size=30, init="image", init_weight=0.5),
+        init_image=init,
+        progress=False,
+    )
     assert out.images.shape == (1, 3, 32, 32) and "multiple of the VQGAN's factor 4" in caplog.text
     with pytest.raises(ValueError, match="prompts is empty"):
         g.generate([], vqgan, [clip])
@@ -120,8 +131,14 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_picture(small_models, 
 def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_path):
     vqgan, clip = small_models
     cfg = g.GenerateConfig(steps=6, cutn=2, frames_every=2, seed=3)
-    out = g.generate("a red star", vqgan, [clip], cfg, progress=False,
-                     callback=lambda step, images, loss: step >= 4)  # fmt: skip
+    out = g.generate(
+        "a red star",
+        vqgan,
+        [clip],
+        cfg,
+        progress=False,
+        callback=lambda step, images, loss: step >= 4,
+    )
     assert "step 4" in out.stopped and len(out.frames) == 3
     png = g.save_png(out.images[0], tmp_path / "x.png", out.prompts[0], cfg)
     meta = Image.open(png).text
@@ -158,8 +175,21 @@ def test_generate_command_writes_png_and_video(tiny_clip, tmp_path, capsys):
     out, video = tmp_path / "x.png", tmp_path / "x.gif"
     picture = tmp_path / "red.png"
     Image.new("RGB", (32, 32), "red").save(picture)
-    code = main(["generate", "a red star", "a blue background:0.5", "--steps", "4", "--out",
-                 str(out), "--video", str(video), "--image-prompt", f"{picture}:0.3"])  # fmt: skip
+    code = main(
+        [
+            "generate",
+            "a red star",
+            "a blue background:0.5",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--video",
+            str(video),
+            "--image-prompt",
+            f"{picture}:0.3",
+        ]
+    )
     assert code == 0 and Image.open(out).text["prompt"] == "a red star | a blue background"
     assert Image.open(video).n_frames >= 2
     with pytest.raises(ValueError, match="not a number"):
@@ -181,8 +211,14 @@ def test_run_benchmark_generates_and_judges_every_pair(small_models):
 
     vqgan, clip = small_models
     pairs = [("star", "red"), ("circle", "blue")]
-    out = g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet().eval()), pairs,
-                          g.GenerateConfig(steps=2, cutn=2), progress=False)  # fmt: skip
+    out = g.run_benchmark(
+        vqgan,
+        [clip],
+        (clip, ShapeColourNet().eval()),
+        pairs,
+        g.GenerateConfig(steps=2, cutn=2),
+        progress=False,
+    )
     assert out["prompts"] == ["a red star", "a blue circle"] and out["images"].shape[0] == 2
     for name in ("judge_clip", "classifier"):
         verdict = out[name]
@@ -210,18 +246,23 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
     for item in (clip_item, ckpt_item):
         item.local_path().parent.mkdir(parents=True, exist_ok=True)
     model = open_clip.create_model("ViT-B-32", pretrained=None)
-    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()},
-              str(clip_item.local_path()))  # fmt: skip
+    save_file(
+        {k: v.half().contiguous() for k, v in model.state_dict().items()},
+        str(clip_item.local_path()),
+    )
     config_item.local_path().write_text(yaml.safe_dump(vq.F16_16384_CONFIG))
-    torch.save({"state_dict": vq.vqgan_from_config(vq.F16_16384_CONFIG).state_dict()},
-               ckpt_item.local_path())  # fmt: skip
+    torch.save(
+        {"state_dict": vq.vqgan_from_config(vq.F16_16384_CONFIG).state_dict()},
+        ckpt_item.local_path(),
+    )
 
     settings = g.profile_settings("full")
     assert settings["size"] == 256 and settings["cutn"] == 32
     clips, vqgan = zoo.get_generation_clips("full", device="cpu"), zoo.get_vqgan("full", "cpu")
     assert len(clips) == 1 and vqgan.n_embed == 16384 and vqgan.factor == 16
-    out = g.generate("a red star", vqgan, clips, g.GenerateConfig(**settings, steps=1),
-                     progress=False)  # fmt: skip
+    out = g.generate(
+        "a red star", vqgan, clips, g.GenerateConfig(**settings, steps=1), progress=False
+    )
     assert out.images.shape == (1, 3, 256, 256) and len(out.losses) == 1
     assert torch.isfinite(out.images).all()
     json.dumps(g.asdict(out.config))  # the settings a PNG carries stay serialisable
@@ -241,8 +282,9 @@ def test_best_of_keeps_the_start_the_generator_clips_score_highest(small_models,
     monkeypatch.setattr(g, "clip_scores", scores)
     cfg = g.GenerateConfig(steps=1, cutn=2)
     both = g.generate(["a red star", "a blue circle"] * 2, vqgan, [clip], cfg, progress=False)
-    out = g.run_benchmark(vqgan, [clip], (clip, ShapeColourNet().eval()), pairs, cfg, best_of=2,
-                          progress=False)  # fmt: skip
+    out = g.run_benchmark(
+        vqgan, [clip], (clip, ShapeColourNet().eval()), pairs, cfg, best_of=2, progress=False
+    )
     assert seen["n"] == 4 and out["best_of"] == 2
     assert torch.equal(out["images"][0], both.images[2])
     assert torch.equal(out["images"][1], both.images[1])
@@ -253,8 +295,14 @@ def test_best_of_keeps_the_start_the_generator_clips_score_highest(small_models,
 def test_clip_scores_rank_the_matching_prompt_higher(tiny_clip):
     from mmlib import toyworld
 
-    pictures = torch.stack([toyworld.to_tensor(toyworld.render(toyworld.sample_scene(
-        9, i, "all", "single", pair=pair))) for i, pair in enumerate([("star", "red"), ("circle", "blue")])])  # fmt: skip
+    pictures = torch.stack(
+        [
+            toyworld.to_tensor(
+                toyworld.render(toyworld.sample_scene(9, i, "all", "single", pair=pair))
+            )
+            for i, pair in enumerate([("star", "red"), ("circle", "blue")])
+        ]
+    )
     right = g.clip_scores(pictures, ["a red star", "a blue circle"], [tiny_clip])
     wrong = g.clip_scores(pictures, ["a blue circle", "a red star"], [tiny_clip])
     assert (right > wrong).all()

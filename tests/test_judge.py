@@ -5,8 +5,9 @@ from mmlib import judge, toyworld, zoo
 
 
 def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
-    model, history = judge.train_classifier(judge.ClassifierTrainConfig(steps=30, batch_size=64),
-                                            progress=False)  # fmt: skip
+    model, history = judge.train_classifier(
+        judge.ClassifierTrainConfig(steps=30, batch_size=64), progress=False
+    )
     assert history.records[-1]["loss"] < history.records[0]["loss"]
     assert judge.classifier_accuracy(model, per_pair=2) > 1 / 48  # far better than chance
 

@@ -45,7 +45,11 @@ def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
     print(f"\n{run.summary()}")
     assert run.error is None
     executed = _load(run.output)
-    errors = [o for c in executed["cells"] for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]  # fmt: skip
+    errors = [
+        o
+        for c in executed["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     assert run.figures, f"{path.name} reports no key figure"

@@ -143,14 +143,19 @@ def test_near_duplicates_are_found(tiny_clip, tmp_path):
     index = ImageIndex(tmp_path / "idx", tiny_clip)
     index.build(root, progress=False)
     pairs = index.near_duplicates(threshold=0.95)
-    assert any({os.path.basename(a), os.path.basename(b)} == {first.name, "resized_copy.png"}
-               for a, b, _ in pairs)  # fmt: skip
+    assert any(
+        {os.path.basename(a), os.path.basename(b)} == {first.name, "resized_copy.png"}
+        for a, b, _ in pairs
+    )
 
 
 def test_parse_query_reads_weights():
     assert parse_query("a red star") == "a red star"
     assert parse_query("a beach:1, a sunset:0.5, people:-1") == [
-        ("a beach", 1.0), ("a sunset", 0.5), ("people", -1.0)]  # fmt: skip
+        ("a beach", 1.0),
+        ("a sunset", 0.5),
+        ("people", -1.0),
+    ]
     with pytest.raises(ValueError, match="not a number"):
         parse_query("a beach:lots")
 
@@ -218,8 +223,24 @@ def test_cli_indexes_and_queries_with_a_contact_sheet(tiny_clip, tmp_path, capsy
     idx = str(tmp_path / "idx")
     assert main(["search", "index", str(root), "--index", idx]) == 0
     sheet = tmp_path / "sheet.png"
-    assert main(["search", "query", "a", "yellow", "heart", "-k", "3", "--index", idx,
-                 "--sheet", str(sheet)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "search",
+                "query",
+                "a",
+                "yellow",
+                "heart",
+                "-k",
+                "3",
+                "--index",
+                idx,
+                "--sheet",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rank" in out and "yellow_heart" in out.split("rank")[1].splitlines()[1]
     assert Image.open(sheet).size[0] > 100

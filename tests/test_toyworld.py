@@ -38,8 +38,12 @@ def test_relations_and_counts_in_captions_match_the_picture():
         scene = tw.sample_scene(1, i, "all")
         if scene.kind == "pair":
             a, b = scene.objects
-            expected = {"left of": a.x < b.x, "right of": a.x > b.x, "above": a.y < b.y,
-                        "below": a.y > b.y}[scene.relation]  # fmt: skip
+            expected = {
+                "left of": a.x < b.x,
+                "right of": a.x > b.x,
+                "above": a.y < b.y,
+                "below": a.y > b.y,
+            }[scene.relation]
             assert expected, scene.caption
         if scene.kind == "count":
             word = scene.caption.split()[0]
@@ -68,8 +72,9 @@ def test_the_object_is_drawn_in_its_colour():
     image = tw.render(scene).astype(float)
     o = scene.objects[0]
     centre = image[int(o.y), int(o.x)]
-    assert torch.allclose(torch.tensor(centre), torch.tensor(tw.COLOURS["blue"], dtype=float),
-                          atol=2)  # fmt: skip
+    assert torch.allclose(
+        torch.tensor(centre), torch.tensor(tw.COLOURS["blue"], dtype=float), atol=2
+    )
 
 
 def test_the_simpler_world_keeps_everything_but_size_and_background():

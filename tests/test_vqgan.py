@@ -71,8 +71,15 @@ def lightning_checkpoint(tmp_path, config_text, name="last.ckpt", extra_keys=Tru
         state["loss.discriminator.main.0.weight"] = torch.randn(64, 3, 4, 4)
         state["loss.perceptual_loss.net.slice1.0.weight"] = torch.randn(64, 3, 3, 3)
     path = tmp_path / name
-    torch.save({"epoch": 3, "global_step": 1234, "pytorch-lightning_version": "1.0.8",
-                "state_dict": state}, path)  # fmt: skip
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 1234,
+            "pytorch-lightning_version": "1.0.8",
+            "state_dict": state,
+        },
+        path,
+    )
     return config, path, model
 
 
@@ -95,7 +102,10 @@ def test_official_gumbel_f8_format_loads(tmp_path):
     config, ckpt, original = lightning_checkpoint(tmp_path, GUMBEL_F8_CONFIG)
     model = vq.load_vqgan(config, ckpt)
     assert set(k for k in model.state_dict() if k.startswith("quantize.")) == {
-        "quantize.proj.weight", "quantize.proj.bias", "quantize.embed.weight"}  # fmt: skip
+        "quantize.proj.weight",
+        "quantize.proj.bias",
+        "quantize.embed.weight",
+    }
     assert model.factor == 8
     with torch.no_grad():
         _, indices = model.encode(torch.rand(1, 3, 64, 64) * 2 - 1)
@@ -104,8 +114,12 @@ def test_official_gumbel_f8_format_loads(tmp_path):
 
 def small_config(**over):
     dd = {**vq.TINY_VQGAN_DDCONFIG, **over}
-    return {"model": {"target": "taming.models.vqgan.VQModel",
-                      "params": {"embed_dim": 32, "n_embed": 64, "ddconfig": dd}}}  # fmt: skip
+    return {
+        "model": {
+            "target": "taming.models.vqgan.VQModel",
+            "params": {"embed_dim": 32, "n_embed": 64, "ddconfig": dd},
+        }
+    }
 
 
 def test_unknown_target_mismatch_and_html_page_give_clear_errors(tmp_path):
@@ -169,8 +183,15 @@ def test_psnr_and_codebook_usage_are_computed_right():
 
 
 def test_vqgan_training_runs_with_the_discriminator_and_resumes_exactly(tmp_path):
-    cfg = dict(steps=4, batch_size=4, disc_start=2, eval_every=4, checkpoint_every=2,
-               restart_every=2, log_every=1)  # fmt: skip
+    cfg = dict(
+        steps=4,
+        batch_size=4,
+        disc_start=2,
+        eval_every=4,
+        checkpoint_every=2,
+        restart_every=2,
+        log_every=1,
+    )
 
     def fresh():
         torch.manual_seed(0)
@@ -180,8 +201,9 @@ def test_vqgan_training_runs_with_the_discriminator_and_resumes_exactly(tmp_path
     history = vq.train_vqgan(straight, vq.VQGANTrainConfig(**cfg), progress=False)
     assert history.last("disc_loss") > 0 and history.last("psnr") > 0
     half = fresh()
-    vq.train_vqgan(half, vq.VQGANTrainConfig(**{**cfg, "steps": 2}), folder=tmp_path / "r",
-                   progress=False)  # fmt: skip
+    vq.train_vqgan(
+        half, vq.VQGANTrainConfig(**{**cfg, "steps": 2}), folder=tmp_path / "r", progress=False
+    )
     state = json.loads((tmp_path / "r" / "state.json").read_text())
     state["config"]["steps"] = 4
     (tmp_path / "r" / "state.json").write_text(json.dumps(state))
@@ -221,8 +243,9 @@ def test_full_profile_vqgan_loads_from_files_placed_in_mmlib_home(tmp_home):
     ckpt_item, config_item = zoo.FULL_FILES[1], zoo.FULL_FILES[2]
     ckpt_item.local_path().parent.mkdir(parents=True)
     config_item.local_path().write_text(yaml.safe_dump(small_config()))
-    torch.save({"state_dict": vq.vqgan_from_config(small_config()).state_dict()},
-               ckpt_item.local_path())  # fmt: skip
+    torch.save(
+        {"state_dict": vq.vqgan_from_config(small_config()).state_dict()}, ckpt_item.local_path()
+    )
     model = zoo.get_vqgan("full", device="cpu")
     assert model.n_embed == 64 and not model.training
 

@@ -14,8 +14,9 @@ def test_classifier_equals_open_clips(tiny_clip):
     classes = ["red star", "orange circle", "white heart"]
     for templates in (["a {}", "a picture of a {}"], [lambda c: f"one {c}", lambda c: c]):
         ours = build_classifier(model, tokenizer, classes, templates)
-        theirs = open_clip.build_zero_shot_classifier(model, tokenizer, classes, templates,
-                                                      device="cpu", use_tqdm=False)  # fmt: skip
+        theirs = open_clip.build_zero_shot_classifier(
+            model, tokenizer, classes, templates, device="cpu", use_tqdm=False
+        )
         assert ours.shape == (model.text_projection.shape[1], 3)
         assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -105,11 +106,25 @@ def test_zero_shot_widget_classifies_on_click_and_reports_bad_input(tiny_clip):
     assert w.result is None and "more than once" in w.error
     png = io.BytesIO()
     star.rotate(90).save(png, format="PNG")
-    w.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(png.getvalue()),
-                       "content": memoryview(png.getvalue()), "last_modified": NOW},)  # fmt: skip
+    w.upload.value = (
+        {
+            "name": "mine.png",
+            "type": "image/png",
+            "size": len(png.getvalue()),
+            "content": memoryview(png.getvalue()),
+            "last_modified": NOW,
+        },
+    )
     assert w.picker.value == "mine.png" and "mine.png" in w.images
-    w.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5,
-                       "content": memoryview(b"hello"), "last_modified": NOW},)  # fmt: skip
+    w.upload.value = (
+        {
+            "name": "notes.txt",
+            "type": "text/plain",
+            "size": 5,
+            "content": memoryview(b"hello"),
+            "last_modified": NOW,
+        },
+    )
     assert "notes.txt" in w.error and w.picker.value == "mine.png"
     with pytest.raises(ValueError, match="images is empty"):
         ZeroShotWidget(model, preprocess, tokenizer, {})

@@ -63,14 +63,19 @@ def test_doctor_command_runs(tmp_home, capsys):
 def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatch):
     import threading
 
-    monkeypatch.setattr(zoo, "TINY_CLIP_TRAINING", {**zoo.TINY_CLIP_TRAINING, "steps": 2,
-                                                    "batch_size": 8, "eval_every": 0})  # fmt: skip
+    monkeypatch.setattr(
+        zoo,
+        "TINY_CLIP_TRAINING",
+        {**zoo.TINY_CLIP_TRAINING, "steps": 2, "batch_size": 8, "eval_every": 0},
+    )
     calls = []
     real = zoo._make_tiny_clip
     monkeypatch.setattr(zoo, "_make_tiny_clip", lambda *a: (calls.append(a), real(*a)))
     folders = []
-    threads = [threading.Thread(target=lambda: folders.append(zoo.tiny_clip_dir("tiny-clip")))
-               for _ in range(2)]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda: folders.append(zoo.tiny_clip_dir("tiny-clip")))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -93,8 +98,22 @@ def test_the_prepared_tiny_clip_learned_the_shapes_world(tiny_clip):
 def test_train_clip_command_writes_a_loadable_model(tmp_path, capsys):
     from mmlib.clip import load_clip
 
-    code = main(["train", "clip", "--out", str(tmp_path / "run"), "--steps", "3",
-                 "--batch-size", "8", "--eval-every", "0", "--workers", "0"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "clip",
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--eval-every",
+            "0",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0 and "held-out" in capsys.readouterr().out
     model = load_clip(f"local-dir:{tmp_path / 'run' / 'model'}").model
     assert model.visual.image_size == (32, 32) or model.visual.image_size == 32
