@@ -15,6 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmlib.clip import input_size, tensor_transform
+from mmlib.generate import clamp_with_grad, from_model_range_raw, spherical_distance
 
 # ---------------------------------------------------------------------------------------------
 # Child processes
@@ -390,13 +395,14 @@ def _indexing_child(n: int) -> dict:
 def _vqgan_child(steps: int, eval_every: int, disc_start: int) -> dict:
     import torch
 
-    from mmlib import vqgan
+    from mmlib.vqgan import VQGAN
+    from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, train_vqgan
 
-    config = vqgan.VQGANTrainConfig(steps=steps, eval_every=eval_every, disc_start=disc_start)
+    config = VQGANTrainConfig(steps=steps, eval_every=eval_every, disc_start=disc_start)
     torch.manual_seed(config.seed)
-    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
+    model = VQGAN(**TINY_VQGAN)
     start = time.perf_counter()
-    history = vqgan.train_vqgan(model, config, progress=False)
+    history = train_vqgan(model, config, progress=False, device="cpu")
     wall = time.perf_counter() - start
     curve = [
         {
@@ -452,7 +458,7 @@ def bench_vqgan_loading() -> dict:
 
 def bench_vqgan(quick: bool = False) -> dict:
     """Measure the tiny VQGAN's PSNR on held-out images against seconds of training (2 CPUs)."""
-    from mmlib.vqgan import VQGANTrainConfig
+    from mmlib.vqgan_training import VQGANTrainConfig
 
     default = VQGANTrainConfig()
     steps = 40 if quick else default.steps
@@ -498,17 +504,78 @@ def _generation_models(config: str, device: str):
         return clip, vq.vqgan_from_config(vq.F16_16384_CONFIG).to(device).eval()
 
 
+def reference_step_cutouts(
+    images: torch.Tensor, cut_size: int, cutn: int, cut_min: float, generator: torch.Generator
+) -> torch.Tensor:
+    """The original VQGAN+CLIP notebook's way, for `mmlib bench generate`: a Python loop over
+    cuts, each cropped by slicing, pooled to size and augmented on its own."""
+    _, _, h, w = images.shape
+    side_max = min(h, w)
+    cuts = []
+    for _ in range(cutn):
+        side = int(side_max * (cut_min + (1 - cut_min) * torch.rand(1, generator=generator).item()))
+        x0 = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+        y0 = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+        cut = F.adaptive_avg_pool2d(images[:, :, y0 : y0 + side, x0 : x0 + side], cut_size)
+        if torch.rand(1, generator=generator).item() < 0.5:
+            cut = cut.flip(-1)
+        theta = torch.eye(2, 3)[None].clone()
+        theta[:, :, :2] += 0.08 * (2 * torch.rand(1, 2, 2, generator=generator) - 1)
+        theta = theta.to(images)
+        grid = F.affine_grid(theta.expand(len(cut), -1, -1), list(cut.shape), align_corners=False)
+        cut = F.grid_sample(cut, grid, padding_mode="border", align_corners=False)
+        cuts.append(cut + 0.03 * torch.randn(cut.shape, generator=generator).to(images))
+    return torch.cat(cuts)
+
+
+def reference_generate(
+    prompt: str,
+    vqgan,
+    clip,
+    steps: int,
+    cutn: int,
+    lr: float = 0.2,
+    seed: int = 0,
+    size: int = 32,
+    device="cpu",
+) -> torch.Tensor:
+    """A straightforward loop in the style of the original VQGAN+CLIP notebook (one picture,
+    per-cut Python loop); the baseline of `mmlib bench generate`."""
+    model, _, tokenizer = clip
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        target = F.normalize(model.encode_text(tokenizer([prompt]).to(device)), dim=-1)
+    grid = size // vqgan.factor
+    idx = torch.randint(0, vqgan.n_embed, (1, grid, grid), generator=gen).to(device)
+    z = vqgan.quantize.lookup(idx).clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    normalize, size = tensor_transform(model), input_size(model)[0]
+    lo, hi = (t.to(device) for t in vqgan.codebook_box())
+    for _ in range(steps):
+        images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
+        cuts = reference_step_cutouts(images, size, cutn, 0.6, gen)
+        embeds = F.normalize(model.encode_image(normalize(cuts)), dim=-1)
+        loss = spherical_distance(embeds, target).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, hi), lo))
+    return images.detach()
+
+
 def _generate_child(
     variant: str, steps: int, cutn: int, prompts: int, config: str = "tiny", device: str = "cpu"
 ) -> dict:
     import torch
 
     from mmlib import generate as g
+    from mmlib import zoo
 
     clip, vqgan = _generation_models(config, device)
     for p in vqgan.parameters():
         p.requires_grad_(False)
-    size = g.profile_settings(config)["size"]
+    size = zoo.generation_settings(config)["size"]
     texts = ["a red star", "a blue circle", "a green heart", "a white cross"][:prompts]
     g.generate(
         texts[:1],
@@ -523,7 +590,7 @@ def _generate_child(
     start = time.perf_counter()
     if variant == "reference":
         for text in texts:  # one picture at a time
-            g.reference_generate(text, vqgan, clip, steps, cutn, size=size, device=device)
+            reference_generate(text, vqgan, clip, steps, cutn, size=size, device=device)
     else:  # the reference's settings: crops from 0.6 of the side, no smoothness prior
         config_ = g.GenerateConfig(steps=steps, cutn=cutn, size=size, cut_min=0.6, smoothness=0.0)
         g.generate(texts, vqgan, [clip], config_, progress=False, device=device)

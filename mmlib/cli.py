@@ -1,14 +1,72 @@
-"""The `mmlib` command: doctor, course, zoo, bench."""
+"""The `mmlib` command: what you can type (the parser) and how it answers (`main`).
+
+A mistake on the command line or in a file it names is one line on stderr that says what was
+wrong and what to do, and exit status 2; no traceback (``--debug`` or ``MMLIB_DEBUG=1`` shows
+it). What each command does is in `mmlib.commands`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
+import traceback
+
+from mmlib.env import MMLibError, apply_start_method
+
+
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {least}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    return _whole(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _whole(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mmlib.bench import BENCHES
+    from mmlib.contrastive import ClipTrainConfig
+    from mmlib.dalle import BENCHMARK_DRAWS, DalleTrainConfig
+    from mmlib.generate import GenerateConfig
+
     p = argparse.ArgumentParser(prog="mmlib", description="The mmlib course's command line.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     doc = sub.add_parser("doctor", help="print versions, device, profile, cache dir and weights")
@@ -18,62 +76,66 @@ def _parser() -> argparse.ArgumentParser:
     course.add_argument("--profile", default="tiny")
     course.add_argument("--out", default="build")
 
-    zoo = sub.add_parser("zoo", help="prepare or download the models of a profile")
+    zoo = sub.add_parser("zoo", help="prepare, download, export or import the models")
     zsub = zoo.add_subparsers(dest="zoo_command", required=True)
     prep = zsub.add_parser("prepare", help="train or load every model the profile needs")
     prep.add_argument("profile", nargs="?", default=None)
     dl = zsub.add_parser("download", help="fetch the full profile's weights (or say how)")
     dl.add_argument("profile", choices=["full"])
     dl.add_argument("--all", action="store_true", help="also the optional official VQGANs")
+    exp = zsub.add_parser("export", help="write every tiny model and result into one pack file")
+    exp.add_argument("file")
+    imp = zsub.add_parser("import", help="put a pack's models into MMLIB_HOME (file or URL)")
+    imp.add_argument("source", help="a pack file or an https:// URL")
+    imp.add_argument("--sha256", default=None, help="the pack's expected SHA-256 (for a URL)")
 
     train = sub.add_parser("train", help="train a model of the course")
     tsub = train.add_subparsers(dest="model", required=True)
     clip = tsub.add_parser("clip", help="train a tiny CLIP on the shapes world (torchrun-ready)")
-    from mmlib.contrastive import ClipTrainConfig
-
-    defaults = ClipTrainConfig()
+    cd = ClipTrainConfig()
     clip.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    clip.add_argument("--steps", type=int, default=defaults.steps)
-    clip.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch")
-    clip.add_argument("--lr", type=float, default=defaults.lr)
-    clip.add_argument("--seed", type=int, default=defaults.seed)
-    clip.add_argument("--split", choices=["heldout", "all"], default=defaults.split)
-    clip.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    clip.add_argument("--workers", type=int, default=defaults.num_workers)
+    clip.add_argument("--steps", type=positive_int, default=cd.steps)
+    clip.add_argument("--batch-size", type=positive_int, default=cd.batch_size, help="global batch")
+    clip.add_argument("--lr", type=positive_float, default=cd.lr)
+    clip.add_argument("--seed", type=non_negative_int, default=cd.seed)
+    clip.add_argument("--split", default=cd.split, help="heldout, all, or another named split")
+    clip.add_argument("--eval-every", type=non_negative_int, default=cd.eval_every)
+    clip.add_argument("--workers", type=non_negative_int, default=cd.num_workers)
     clip.add_argument("--device", default=None)
 
     vq = tsub.add_parser("vqgan", help="train a tiny VQGAN on the shapes world")
     vq.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    vq.add_argument("--steps", type=int, default=None)
-    vq.add_argument("--seed", type=int, default=0)
+    vq.add_argument("--steps", type=positive_int, default=None)
+    vq.add_argument("--seed", type=non_negative_int, default=0)
 
     dl_ = tsub.add_parser("dalle", help="train the token transformer on tiny-VQGAN tokens")
-    from mmlib.dalle import DalleTrainConfig
-
     dd = DalleTrainConfig()
     dl_.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    dl_.add_argument("--steps", type=int, default=dd.steps)
-    dl_.add_argument("--batch-size", type=int, default=dd.batch_size)
-    dl_.add_argument("--lr", type=float, default=dd.lr)
-    dl_.add_argument("--seed", type=int, default=dd.seed)
-    dl_.add_argument("--scenes", type=int, default=dd.n_scenes, help="training scenes")
+    dl_.add_argument("--steps", type=positive_int, default=dd.steps)
+    dl_.add_argument("--batch-size", type=positive_int, default=dd.batch_size)
+    dl_.add_argument("--lr", type=positive_float, default=dd.lr)
+    dl_.add_argument("--seed", type=non_negative_int, default=dd.seed)
+    dl_.add_argument("--scenes", type=positive_int, default=dd.n_scenes, help="training scenes")
+    dl_.add_argument(
+        "--draws", type=positive_int, default=BENCHMARK_DRAWS, help="draws of the benchmark"
+    )
     dl_.add_argument(
         "--full-world",
         action="store_true",
-        help="train on the full world (both sizes, gradient backgrounds), not one "
-        "large object on plain grey",
+        help="train on the full world (both sizes, gradient backgrounds), not one large object "
+        "on plain grey",
     )
 
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
-    from mmlib.generate import GenerateConfig
-
     gd = GenerateConfig()
     gen.add_argument("prompts", nargs="+", help="prompts for one picture: 'text:weight:stop'")
-    gen.add_argument("--steps", type=int, default=gd.steps)
-    gen.add_argument("--seed", type=int, default=gd.seed)
-    gen.add_argument("--size", type=int, default=None, help="picture side (tiny 32, full 256)")
-    gen.add_argument("--cutn", type=int, default=None)
-    gen.add_argument("--lr", type=float, default=gd.lr)
+    gen.add_argument("--steps", type=positive_int, default=gd.steps)
+    gen.add_argument("--seed", type=non_negative_int, default=gd.seed)
+    gen.add_argument(
+        "--size", type=positive_int, default=None, help="picture side (tiny 32, full 256)"
+    )
+    gen.add_argument("--cutn", type=positive_int, default=None)
+    gen.add_argument("--lr", type=positive_float, default=gd.lr)
     gen.add_argument(
         "--image-prompt",
         action="append",
@@ -81,101 +143,100 @@ def _parser() -> argparse.ArgumentParser:
         help="a picture to steer towards: 'path' or 'path:weight' (repeatable)",
     )
     gen.add_argument("--init-image", default=None, help="start from this picture")
-    gen.add_argument("--init-weight", type=float, default=gd.init_weight)
+    gen.add_argument("--init-weight", type=finite_float, default=gd.init_weight)
     gen.add_argument("--out", default="generated.png")
-    gen.add_argument("--video", default=None, help="also write the optimisation as GIF/MP4")
+    gen.add_argument("--video", default=None, help="also write the optimisation as .gif or .mp4")
     gen.add_argument("--profile", default=None)
 
     search = sub.add_parser("search", help="index a folder of images and search it")
     ssub = search.add_subparsers(dest="search_command", required=True)
     index = ssub.add_parser("index", help="index (or update the index of) a folder of images")
     index.add_argument("folder")
+    index.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     query = ssub.add_parser("query", help="search the index with a text (or an image path)")
     query.add_argument(
         "text", nargs="+", help="the query; weighted: 'a beach:1, a sunset:1, people:-1'"
     )
-    query.add_argument("-k", type=int, default=10, help="how many results")
+    query.add_argument("-k", type=positive_int, default=10, help="how many results")
     query.add_argument("--sheet", default=None, help="also write a PNG contact sheet here")
     for p_ in (index, query):
         p_.add_argument("--index", default=None, help="index folder (default MMLIB_HOME/search)")
         p_.add_argument("--profile", default=None, help="tiny or full (the model to use)")
 
-    bench = sub.add_parser("bench", help="measure speed and memory against a baseline")
-    from mmlib.bench import BENCHES
-
+    bench = sub.add_parser("bench", help="measure speed, memory and quality against a baseline")
     bench.add_argument("name", choices=sorted(BENCHES) + ["all"])
     bench.add_argument("--quick", action="store_true", help="a small, fast form (used by tests)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the `mmlib` command; return its exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = _parser().parse_args(argv)
+def _run(args) -> int:
+    from mmlib import commands
+
     if args.command == "doctor":
-        from mmlib.env import doctor
+        from mmlib.doctor import doctor
 
         doctor(args.profile)
-    elif args.command == "course":
+        return 0
+    if args.command == "course":
         from mmlib.course import run_course
 
         runs = run_course(args.out, args.profile)
         return 1 if any(r.error for r in runs) else 0
-    elif args.command == "zoo":
-        from mmlib import zoo
+    if args.command == "zoo":
+        from mmlib import packs, zoo
+        from mmlib.downloads import download_full
 
         if args.zoo_command == "prepare":
             zoo.prepare(args.profile)
-        else:
-            return 0 if zoo.download_full(include_optional=args.all) else 1
-    elif args.command == "train" and args.model == "dalle":
-        from mmlib.dalle import train_dalle_command
-
-        train_dalle_command(args)
-    elif args.command == "train" and args.model == "vqgan":
-        from mmlib.vqgan import train_vqgan_command
-
-        train_vqgan_command(args)
-    elif args.command == "train":
-        from mmlib.contrastive import train_clip_command
-
-        train_clip_command(args)
-    elif args.command == "search":
-        return _search(args)
-    elif args.command == "generate":
-        from mmlib.generate import generate_command
-
-        return generate_command(args)
-    elif args.command == "bench":
+            return 0
+        if args.zoo_command == "export":
+            return packs.export_command(args.file)
+        if args.zoo_command == "import":
+            return packs.import_command(args.source, args.sha256)
+        return 0 if download_full(include_optional=args.all) else 1
+    if args.command == "train":
+        return {
+            "clip": commands.train_clip_command,
+            "vqgan": commands.train_vqgan_command,
+            "dalle": commands.train_dalle_command,
+        }[args.model](args)
+    if args.command == "search":
+        return commands.search_command(args)
+    if args.command == "generate":
+        return commands.generate_command(args)
+    if args.command == "bench":
         from mmlib.bench import BENCHES
 
-        names = sorted(BENCHES) if args.name == "all" else [args.name]
-        for name in names:
+        for name in sorted(BENCHES) if args.name == "all" else [args.name]:
             BENCHES[name](quick=args.quick)
     return 0
 
 
-def _search(args) -> int:
-    from pathlib import Path
-
-    from mmlib import zoo
-    from mmlib.env import cache_dir
-    from mmlib.search import ImageIndex, contact_sheet, parse_query
-
-    root = Path(args.index) if args.index else cache_dir() / "search"
-    index = ImageIndex(root, zoo.get_clip(args.profile))
-    if args.search_command == "index":
-        index.build(args.folder)
-        print(f"index in {root}: {len(index)} images")
-        return 0
-    hits = index.search(parse_query(" ".join(args.text)), k=args.k)
-    width = max(len(h.path) for h in hits) if hits else 4
-    print(f"{'rank':>4}  {'score':>6}  path")
-    for h in hits:
-        print(f"{h.rank + 1:>4}  {h.score:6.3f}  {h.path:<{width}}")
-    if args.sheet:
-        print(f"contact sheet: {contact_sheet(hits, args.sheet, title=' '.join(args.text))}")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """Run the `mmlib` command; return its exit status (2 for a mistake the user can fix)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)  # argparse itself answers bad arguments with status 2
+    debug = args.debug or os.environ.get("MMLIB_DEBUG", "") not in ("", "0")
+    try:
+        apply_start_method()
+        return _run(args)
+    except KeyboardInterrupt:
+        print("mmlib: stopped (Ctrl-C); what was finished is kept.", file=sys.stderr)
+        return 130
+    except (MMLibError, ValueError, OSError) as err:  # FileNotFoundError is an OSError
+        if debug:
+            traceback.print_exc()
+        print(f"mmlib {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug in mmlib, not the user's mistake
+        if debug:
+            traceback.print_exc()
+        print(
+            f"mmlib {args.command}: internal error ({type(err).__name__}: {err}). Run it again "
+            f"with --debug to see where, and please report it.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,19 +1,20 @@
-"""CLIP models: load one by name (tags, files, local-dir:, hf-hub:, mmlib's tiny models), encode
-images and texts in batches, and compare them.
+"""CLIP models: load one by name (tags, files, local-dir:, hf-hub:, registered mmlib: names),
+save one as a local-dir folder, encode images and texts in batches, compare and score them.
 
 Every way of naming a model ends in one open_clip call, so tiny and full models behave alike.
-Weights are found on disk *before* open_clip is asked for them: when a file is missing and
-the network is not there, `load_clip` raises `WeightsNotFoundError` at once, saying which file
-is missing, where to put it and how to point mmlib at it.
+Weights are found on disk (`mmlib.weights`) *before* open_clip is asked for them: a missing
+file without a network is one clear error at once. ``mmlib:`` names resolve through a small
+registry that the course layer fills (`register_model`), as open_clip's `add_model_config`
+extends its model list.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
-import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,22 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from mmlib.env import MMLibError, autocast, get_device
+from mmlib.checkpoints import save_model_dir, state_dict_cpu
+from mmlib.env import MMLibError, autocast, get_device, module_device, to_device
 from mmlib.images import load_image
+from mmlib.weights import (
+    HF_WEIGHT_FILES,
+    WeightsNotFoundError,
+    check_checkpoint_file,
+    find_local_weights,
+    local_weights_dir,
+    resolve_hf_file,
+)
 
 log = logging.getLogger(__name__)
 
-HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 MMLIB_SCHEMA = "mmlib:"
-
-
-class WeightsNotFoundError(MMLibError, FileNotFoundError):
-    """Model weights are not on disk and cannot be downloaded now."""
+CONFIG_FILE = "open_clip_config.json"
 
 
 @dataclass
@@ -55,133 +61,65 @@ class LoadedClip:
 
 
 # ---------------------------------------------------------------------------------------------
-# Finding weights
+# The registry of `mmlib:` names
 # ---------------------------------------------------------------------------------------------
 
 
-def is_offline(timeout: float = 2.0) -> bool:
-    """Return True when downloads cannot happen: HF_HUB_OFFLINE is set or the hub is unreachable."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return False
-    except OSError:
-        return True
+@dataclass(frozen=True)
+class Registered:
+    """A model loadable as ``mmlib:<name>``: `folder()` returns its open_clip local-dir folder."""
+
+    folder: Callable[[], Path]
+    source: str  # who registered it (for error messages)
+    description: str = ""
 
 
-def hf_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return the Hugging Face hub cache directory that mmlib reads (and downloads into)."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+_REGISTRY: dict[str, Registered] = {}
 
 
-def find_in_hf_cache(
-    repo_id: str, filenames: Sequence[str], cache_dir: str | os.PathLike | None = None
-) -> Path | None:
-    """Return the first of `filenames` present in the hub cache for `repo_id`, or None."""
-    from huggingface_hub import try_to_load_from_cache
+def register_model(
+    name: str, folder: Callable[[], Path], source: str, description: str = ""
+) -> None:
+    """Make ``load_clip("mmlib:<name>")`` load the local-dir folder that `folder()` returns (it
+    may make the folder on first use). As open_clip's `add_model_config` extends its model list,
+    the course layer (`mmlib.zoo`) registers its tiny models here; `source` names who did."""
+    if not isinstance(name, str) or not name.strip() or name.startswith(MMLIB_SCHEMA):
+        raise ValueError(f"name must be a bare model name such as 'tiny-clip', got {name!r}")
+    if not callable(folder):
+        raise ValueError(f"folder must be a function returning the model's folder, got {folder!r}")
+    _REGISTRY[name.strip()] = Registered(folder, source, description)
 
-    for filename in filenames:
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_cache_dir(cache_dir)))
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
+
+def registered_models() -> dict[str, str]:
+    """Return {"mmlib:<name>": "description (registered by <source>)"} of every registered model."""
+    return {
+        MMLIB_SCHEMA + n: f"{r.description} (registered by {r.source})".strip()
+        for n, r in _REGISTRY.items()
+    }
 
 
-def _missing_weights_message(repo_id: str, filenames: Sequence[str], cache_dir, what: str) -> str:
-    cache = hf_cache_dir(cache_dir)
-    repo_folder = cache / f"models--{repo_id.replace('/', '--')}"
-    url = f"https://huggingface.co/{repo_id}/resolve/main/{filenames[0]}"
-    return (
-        f"The weights for {what} are not on this machine and cannot be downloaded now "
-        f"(offline or HF_HUB_OFFLINE=1).\n"
-        f"  Missing file: {filenames[0]} (or {', '.join(filenames[1:]) or 'nothing else'}) "
-        f"of the Hugging Face repo {repo_id}\n"
-        f"  Download it on a machine with a network: {url}\n"
-        f"  Then either:\n"
-        f"    - copy the hub cache folder {repo_folder} to this machine (what "
-        f"`huggingface-cli download {repo_id} {filenames[0]}` makes), or\n"
-        f"    - pass the file itself: load_clip(..., pretrained='/path/to/{filenames[0]}'), or\n"
-        f"    - run `mmlib zoo download full` where there is a network and copy MMLIB_HOME over.\n"
-        f"  To work without these weights, use the tiny profile (MMLIB_PROFILE=tiny)."
+def _not_registered(name: str) -> ValueError:
+    known = registered_models()
+    close = difflib.get_close_matches(MMLIB_SCHEMA + name, list(known), n=3, cutoff=0.5)
+    hint = f" Did you mean {close}?" if close else ""
+    where = f"Registered now: {sorted(known)}." if known else "No mmlib: model is registered yet."
+    return ValueError(
+        f"name={MMLIB_SCHEMA + name!r} is not a registered mmlib model.{hint} {where} The "
+        f"course's tiny models are registered by its course layer: `import mmlib.zoo` (or load "
+        f"them with `mmlib.zoo.get_clip()`); your own with mmlib.clip.register_model()."
     )
-
-
-def resolve_hf_file(
-    repo_id: str,
-    filenames: Sequence[str] = HF_WEIGHT_FILES,
-    cache_dir: str | os.PathLike | None = None,
-    what: str | None = None,
-) -> Path:
-    """Return a local path to one of `filenames` of `repo_id`: cached, or downloaded when online."""
-    found = find_in_hf_cache(repo_id, filenames, cache_dir)
-    if found is not None:
-        return found
-    what = what or f"hf-hub:{repo_id}"
-    if is_offline():
-        raise WeightsNotFoundError(_missing_weights_message(repo_id, filenames, cache_dir, what))
-    from huggingface_hub import hf_hub_download
-
-    errors = []
-    for filename in filenames:
-        try:
-            return Path(hf_hub_download(repo_id, filename, cache_dir=str(hf_cache_dir(cache_dir))))
-        except Exception as err:  # the hub client raises many kinds; report them all at once
-            errors.append(f"{filename}: {type(err).__name__}: {err}")
-    raise WeightsNotFoundError(
-        _missing_weights_message(repo_id, filenames, cache_dir, what)
-        + "\n  Download attempts failed:\n    "
-        + "\n    ".join(errors)
-    )
-
-
-def _known_names() -> list[str]:
-    from mmlib import zoo
-
-    return [MMLIB_SCHEMA + n for n in zoo.TINY_MODELS] + open_clip.list_models()
 
 
 def _unknown_model(name: str) -> ValueError:
-    names = _known_names()
+    names = list(registered_models()) + open_clip.list_models()
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f" Did you mean {close}?" if close else ""
     return ValueError(
         f"name={name!r} is not a CLIP model mmlib knows.{hint} Use an open_clip model name "
         f"(open_clip.list_models(), e.g. 'ViT-B-32') with pretrained=<tag or file>, "
-        f"'local-dir:/path', 'hf-hub:org/repo', or one of mmlib's tiny models "
-        f"{[MMLIB_SCHEMA + n for n in __import__('mmlib.zoo').zoo.TINY_MODELS]}."
+        f"'local-dir:/path', 'hf-hub:org/repo', or a registered mmlib model "
+        f"{sorted(registered_models()) or '(none registered: import mmlib.zoo)'}."
     )
-
-
-def _check_checkpoint_file(path: Path, weights_only: bool) -> None:
-    """Raise a clear ValueError when `path` is not a checkpoint file torch or safetensors can read."""
-    if path.stat().st_size == 0:
-        raise ValueError(f"pretrained={str(path)!r} is an empty file, not a checkpoint")
-    with open(path, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        raise ValueError(
-            f"pretrained={str(path)!r} is an HTML page, not a checkpoint: the download "
-            f"probably returned an error page. Download the file again."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-        else:
-            torch.load(path, map_location="meta", weights_only=weights_only, mmap=True)
-    except Exception as err:
-        raise ValueError(
-            f"pretrained={str(path)!r} is not a checkpoint mmlib can read "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-            f"Expected a .safetensors file or a torch state_dict (.pt/.pth/.bin)."
-        ) from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +141,8 @@ def load_clip(
         (``"laion2b_s34b_b79k"``), a checkpoint file, or None for random weights;
       - ``"local-dir:/path"``: a folder with ``open_clip_config.json`` and weights;
       - ``"hf-hub:org/repo"``: a Hugging Face repo in open_clip's format;
-      - ``"mmlib:tiny-clip"`` (or ``"tiny-clip"``): one of mmlib's tiny models (see `mmlib.zoo`).
+      - ``"mmlib:tiny-clip"`` (or ``"tiny-clip"``): a registered model (`register_model`; the
+        course's tiny models are registered by `mmlib.zoo`).
     `cache_dir` is the Hugging Face hub cache to read and download into (its default if None).
     Foreign checkpoint files are read with ``weights_only=True`` unless you pass False for a
     file you trust.
@@ -213,26 +152,15 @@ def load_clip(
     name = name.strip()
     dev = get_device(device)
 
-    from mmlib import zoo
-
     bare = name[len(MMLIB_SCHEMA) :] if name.startswith(MMLIB_SCHEMA) else name
-    if bare in zoo.TINY_MODELS:
-        folder = zoo.tiny_clip_dir(bare)
-        return _create("local-dir:" + str(folder), None, dev, name=name, weights=str(folder))
-
+    if bare in _REGISTRY:
+        entry = _REGISTRY[bare]
+        hint = f"Delete the folder and it is made again ({entry.source})."
+        return _load_local_dir(Path(entry.folder()), dev, name, hint)
+    if name.startswith(MMLIB_SCHEMA):
+        raise _not_registered(bare)
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:") :]).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"name={name!r}: no folder at {str(folder)!r}. A local-dir: folder holds "
-                f"open_clip_config.json and the weights (open_clip_model.safetensors)."
-            )
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(
-                f"name={name!r}: {str(folder)!r} has no open_clip_config.json; "
-                f"found {sorted(p.name for p in folder.iterdir())[:10]}"
-            )
-        return _create("local-dir:" + str(folder), None, dev, name=name, weights=str(folder))
+        return _load_local_dir(Path(name[len("local-dir:") :]).expanduser(), dev, name)
 
     if name.startswith("hf-hub:"):
         repo_id = name[len("hf-hub:") :]
@@ -272,7 +200,7 @@ def load_clip(
         )
     path = Path(pretrained).expanduser()
     if path.is_file():
-        _check_checkpoint_file(path, weights_only)
+        check_checkpoint_file(path, weights_only)
         return _create(
             model_name, path, dev, name=name, weights=str(path), weights_only=weights_only
         )
@@ -283,10 +211,37 @@ def load_clip(
     )
 
 
-def _resolve_tag(model_name: str, tag: str, tag_cfg: dict, cache_dir) -> Path:
-    from mmlib import zoo
+def _load_local_dir(folder: Path, dev, name: str, hint: str = "") -> LoadedClip:
+    """Load an open_clip local-dir folder after checking that its config and weights are there
+    and readable: a folder without weights must never give a randomly initialised model."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"name={name!r}: no folder at {str(folder)!r}. A local-dir: folder holds "
+            f"{CONFIG_FILE} and the weights ({' or '.join(HF_WEIGHT_FILES)})."
+        )
+    found = sorted(p.name for p in folder.iterdir())
+    if not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"name={name!r}: {str(folder)!r} has no {CONFIG_FILE}; found {found[:10]}. {hint}"
+        )
+    weights = next((folder / f for f in HF_WEIGHT_FILES if (folder / f).exists()), None)
+    if weights is None:
+        raise FileNotFoundError(
+            f"name={name!r}: {str(folder)!r} has no weights ({' or '.join(HF_WEIGHT_FILES)}); "
+            f"found {found[:10]}. Without them the model would be random. {hint}".rstrip()
+        )
+    check_checkpoint_file(weights, hint=hint or "Put a complete weights file there.")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    tokenizer_kw = dict(config.get("model_cfg", {}).get("text_cfg", {}).get("tokenizer_kwargs", {}))
+    if "bpe_path" in tokenizer_kw:  # a vocabulary file stored beside the weights
+        tokenizer_kw["bpe_path"] = str(folder / tokenizer_kw["bpe_path"])
+    return _create(
+        "local-dir:" + str(folder), None, dev, name=name, weights=str(weights), **tokenizer_kw
+    )
 
-    local = zoo.full_weights_path(model_name, tag)
+
+def _resolve_tag(model_name: str, tag: str, tag_cfg: dict, cache_dir) -> Path:
+    local = find_local_weights(model_name, tag)
     if local is not None:
         return local
     hub = tag_cfg.get("hf_hub", "")
@@ -300,9 +255,7 @@ def _resolve_tag(model_name: str, tag: str, tag_cfg: dict, cache_dir) -> Path:
     try:
         return resolve_hf_file(repo_id, filenames, cache_dir, what=f"{model_name} / {tag}")
     except WeightsNotFoundError as err:
-        if (model_name, tag) != zoo.FULL_CLIP:
-            raise
-        where = zoo.FULL_FILES[0].local_path()
+        where = local_weights_dir(model_name, tag) / HF_WEIGHT_FILES[0]
         raise WeightsNotFoundError(
             f"{err}\n  Or simply put the file at {where} (mmlib looks there first)."
         ) from None
@@ -317,6 +270,7 @@ def _create(
     weights,
     weights_only=True,
     quick_gelu=False,
+    bpe_path=None,
     **preprocess_kw,
 ) -> LoadedClip:
     try:
@@ -337,8 +291,20 @@ def _create(
             f"(a checkpoint of another config?): {first}"
         ) from err
     model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer_kw = {"bpe_path": bpe_path} if bpe_path else {}
+    tokenizer = open_clip.get_tokenizer(model_name, **tokenizer_kw)
     return LoadedClip(model, preprocess, tokenizer, name, weights)
+
+
+def save_clip(folder: str | os.PathLike, model: torch.nn.Module, config: dict, info: dict) -> Path:
+    """Write `model` as an open_clip local-dir folder, atomically: open_clip_config.json (`config`:
+    model_cfg and preprocess_cfg), open_clip_model.safetensors, and mmlib.json (`info`)."""
+    return save_model_dir(
+        folder,
+        {HF_WEIGHT_FILES[0]: state_dict_cpu(model)},
+        info,
+        texts={CONFIG_FILE: json.dumps(config, indent=2)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,28 +318,38 @@ def input_size(model: torch.nn.Module) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def tensor_transform(model: torch.nn.Module):
-    """Return a function mapping a float image tensor in [0, 1] (C,H,W or N,C,H,W) to model input."""
-    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    size = cfg.get("size", model.visual.image_size)
-    size = size if isinstance(size, int) else tuple(size)
-    mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
-    std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
-    interp = (
-        InterpolationMode.BILINEAR
-        if cfg.get("interpolation") == "bilinear"
-        else InterpolationMode.BICUBIC
-    )
+@dataclass(frozen=True)
+class TensorTransform:
+    """Map an image tensor (C,H,W or N,C,H,W; float in [0, 1] or uint8) to model input: resize
+    and centre-crop to `size`, then normalise. A class, not a closure, so that DataLoader worker
+    processes started with `spawn` (macOS, Windows) can receive it."""
 
-    def transform(x: torch.Tensor) -> torch.Tensor:
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    bilinear: bool = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        if tuple(x.shape[-2:]) != ((size, size) if isinstance(size, int) else size):
-            x = TF.resize(x, size, interpolation=interp, antialias=True)
-            x = TF.center_crop(x, size)
-        return TF.normalize(x.float(), mean, std)
+        if tuple(x.shape[-2:]) != self.size:
+            mode = InterpolationMode.BILINEAR if self.bilinear else InterpolationMode.BICUBIC
+            x = TF.resize(x, list(self.size), interpolation=mode, antialias=True)
+            x = TF.center_crop(x, list(self.size))
+        return TF.normalize(x.float(), list(self.mean), list(self.std))
 
-    return transform
+
+def tensor_transform(model: torch.nn.Module) -> TensorTransform:
+    """Return the TensorTransform that prepares image tensors in [0, 1] for `model`."""
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", model.visual.image_size)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return TensorTransform(
+        size=tuple(int(v) for v in size),
+        mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        bilinear=cfg.get("interpolation") == "bilinear",
+    )
 
 
 class _ImageSource(Dataset):
@@ -443,7 +419,8 @@ def encode_images(
         raise ValueError("images is empty: give at least one image to encode")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = get_device(device) if device is not None else next(model.parameters()).device
+    dev = get_device(device) if device is not None else module_device(model)
+    model = to_device(model, dev, "CLIP")
     loader = DataLoader(
         _ImageSource(items, preprocess, tensor_transform(model)),
         batch_size=batch_size,
@@ -480,7 +457,8 @@ def encode_texts(
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-    dev = get_device(device) if device is not None else next(model.parameters()).device
+    dev = get_device(device) if device is not None else module_device(model)
+    model = to_device(model, dev, "CLIP")
     out = []
     starts = range(0, len(texts), batch_size)
     with torch.inference_mode(), autocast(dev):
@@ -510,3 +488,29 @@ def similarity(
     if logit_scale is None:
         return sims
     return (float(logit_scale) * sims).softmax(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring pictures against texts with one CLIP or several
+# ---------------------------------------------------------------------------------------------
+
+
+def as_clips(clips) -> list[tuple]:
+    """Return one CLIP (model, preprocess, tokenizer) or a sequence of them as a list of triples."""
+    first = next(iter(clips), None)
+    if first is None:
+        raise ValueError("clips is empty: give at least one CLIP (model, preprocess, tokenizer)")
+    single = hasattr(clips, "model") or isinstance(first, torch.nn.Module)
+    return [tuple(clips)] if single else [tuple(c) for c in clips]
+
+
+def clip_scores(images: torch.Tensor, prompts: Sequence[str], clips: Sequence) -> torch.Tensor:
+    """Return each picture's cosine similarity to its own prompt, summed over the CLIPs."""
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} pictures for {len(prompts)} prompts")
+    total = torch.zeros(len(images))
+    for model, _, tokenizer in clips:
+        feats = encode_images(model, None, images, progress=False).float().cpu()
+        texts = encode_texts(model, tokenizer, list(prompts), progress=False).float().cpu()
+        total += (feats * texts).sum(dim=-1)
+    return total

@@ -23,16 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmlib import toyworld
+from mmlib.checkpoints import save_checkpoint
+from mmlib.clip import tensor_transform
 from mmlib.env import autocast, get_device
-from mmlib.training import (
-    History,
-    check_finite,
-    checkpoint_exists,
-    cosine_lr,
-    load_checkpoint,
-    progress_bar,
-    save_checkpoint,
-)
+from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, resume, set_lr
+from mmlib.zeroshot import evaluate_shapes
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature at 1/100
 
@@ -204,9 +199,6 @@ def train_clip(
     Under torchrun (torch.distributed initialised) the model is wrapped in
     DistributedDataParallel and the loss is computed as OpenCLIP does across processes.
     """
-    from mmlib.clip import tensor_transform
-    from mmlib.zeroshot import evaluate_shapes
-
     config = config or ClipTrainConfig()
     dev = get_device(device)
     distributed = dist.is_available() and dist.is_initialized()
@@ -220,9 +212,7 @@ def train_clip(
         eps=1e-6,
         **fused,
     )
-    start, history = 0, History()
-    if folder is not None and checkpoint_exists(folder):
-        start, history = load_checkpoint(folder, model, optimizer, asdict(config))
+    start, history = resume(folder, model, optimizer, asdict(config))
     if distributed and dev.type == "cuda":  # batch statistics over the global batch, as 1 GPU
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -234,9 +224,7 @@ def train_clip(
     seconds = history.last("seconds", 0.0)  # training time, without evaluation and checkpoints
     tick = time.perf_counter()
     for step, (images, tokens) in zip(bar, loader, strict=False):
-        lr = cosine_lr(step, config.steps, config.warmup, config.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(optimizer, cosine_lr(step, config.steps, config.warmup, config.lr))
         with autocast(dev):
             image_features, text_features, scale = net(images.to(dev), tokens.to(dev))
             if distributed:
@@ -252,8 +240,7 @@ def train_clip(
         with torch.no_grad():
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         seconds += time.perf_counter() - tick
-        done = step + 1
-        if step % config.log_every == 0 or done == config.steps:
+        if due(step, config.log_every, config.steps, first=True):
             with torch.no_grad():
                 sims = image_features.float() @ text_features.float().T
                 acc = (sims.argmax(dim=1) == torch.arange(len(sims), device=sims.device)).float()
@@ -266,76 +253,16 @@ def train_clip(
                 seconds=seconds,
             )
             bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / scale.item():.3f}")
-        if (
-            rank == 0
-            and config.eval_every
-            and (done % config.eval_every == 0 or done == config.steps)
-        ):
+        if rank == 0 and due(step, config.eval_every, config.steps):
             model.eval()
             zs = evaluate_shapes(model, None, tokenizer, per_pair=config.eval_per_pair, device=dev)
             model.train()
             history.log(
                 step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"], seconds=seconds
             )
-        if (
-            rank == 0
-            and folder is not None
-            and (done % config.checkpoint_every == 0 or done == config.steps)
-        ):
-            save_checkpoint(folder, model, optimizer, done, asdict(config), history)
+        if rank == 0 and folder is not None and due(step, config.checkpoint_every, config.steps):
+            save_checkpoint(folder, model, optimizer, step + 1, asdict(config), history)
         tick = time.perf_counter()  # evaluation and checkpoints do not count as training time
     bar.close()
     model.eval()
     return history
-
-
-def train_clip_command(args) -> Path:
-    """`mmlib train clip`: train a tiny-config CLIP, on one process or under torchrun.
-
-    Writes checkpoints to OUT/checkpoint (a re-run resumes) and the final model to OUT/model
-    in open_clip's local-dir format; prints the zero-shot accuracy on seen and held-out pairs.
-    """
-    import os
-
-    from mmlib import zoo
-    from mmlib.zeroshot import evaluate_shapes
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    config = ClipTrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        split=args.split,
-        eval_every=args.eval_every,
-        num_workers=args.workers,
-    )
-    out = Path(args.out)
-    model, tokenizer = zoo.new_tiny_clip(args.seed), zoo.tiny_tokenizer()
-    device = args.device or (
-        f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() and world > 1 else None
-    )
-    history = train_clip(model, tokenizer, config, folder=out / "checkpoint", device=device)
-    if rank == 0:
-        zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321)
-        info = {
-            "trained": True,
-            **asdict(config),
-            "zeroshot_seen": zs["seen"],
-            "zeroshot_heldout": zs["heldout"],
-            "history": history.records,
-        }
-        zoo.save_local_dir(out / "model", model, zoo.TINY_CLIP_CONFIG, info)
-        print(
-            f"zero-shot top-1: seen {zs['seen']:.3f}, held-out {zs['heldout']:.3f}; "
-            f"model in {out / 'model'} (load_clip('local-dir:{out / 'model'}'))"
-        )
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return out / "model"

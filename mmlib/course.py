@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = "mmlib-course/mmlib"  # GitHub slug used by the Colab badges and install cells
 REPORT_ENV = "MMLIB_COURSE_REPORT"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +57,7 @@ def with_solutions(src: Path, dst: Path) -> Path:
 
 def use_profile(default: str) -> str:
     """Return the profile a notebook runs in: MMLIB_PROFILE if set, else its parameter `default`."""
-    from mmlib.env import get_profile
+    from mmlib.zoo import get_profile
 
     profile = get_profile(os.environ.get("MMLIB_PROFILE") or default)
     os.environ["MMLIB_PROFILE"] = profile

@@ -1,49 +1,95 @@
-"""The environment: which device to use, seeding, Colab detection, the cache dir, `mmlib doctor`."""
+"""The environment: which device to use, seeding, Colab detection, the cache dir, how worker
+processes start."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import platform
 import random
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
-
-PROFILES = ("tiny", "full")
 
 
 class MMLibError(RuntimeError):
     """An error a learner can act on: the message says what was wrong and what to do."""
 
 
-def get_device(device: str | torch.device | None = None) -> torch.device:
-    """Return the torch device to use: `device` if given, else `MMLIB_DEVICE`, else cuda > mps > cpu."""
-    wanted = device if device is not None else os.environ.get("MMLIB_DEVICE") or None
-    if wanted is not None:
-        try:
-            dev = torch.device(wanted)
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"device={wanted!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
-            ) from err
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={wanted!r} was asked for, but this machine has no CUDA GPU")
-        if dev.type == "mps" and not _mps_available():
-            raise ValueError(f"device={wanted!r} was asked for, but MPS is not available here")
-        return dev
+def available_devices() -> list[str]:
+    """Return the devices this machine has, e.g. ['cpu', 'cuda:0', 'mps']."""
+    found = ["cpu"]
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     if _mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        found.append("mps")
+    return found
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the torch device to use: `device` if given, else `MMLIB_DEVICE`, else cuda > mps > cpu.
+
+    A device this machine does not have is an error that says what it does have.
+    """
+    source = "device" if device is not None else "MMLIB_DEVICE"
+    wanted = device if device is not None else os.environ.get("MMLIB_DEVICE") or None
+    if wanted is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        dev = torch.device(wanted)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"{source}={wanted!r} is not a device name; use one of {available_devices()}"
+        ) from err
+    has = available_devices()
+    missing = (
+        (dev.type == "cuda" and not torch.cuda.is_available())
+        or (dev.type == "cuda" and dev.index is not None and f"cuda:{dev.index}" not in has)
+        or (dev.type == "mps" and not _mps_available())
+        or dev.type not in ("cpu", "cuda", "mps")
+    )
+    if missing:
+        unset = " (or unset MMLIB_DEVICE to let mmlib pick)" if source == "MMLIB_DEVICE" else ""
+        raise ValueError(
+            f"{source}={wanted!r} asks for a device this machine does not have; it has {has}. "
+            f"Use one of those{unset}."
+        )
+    return dev
 
 
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Return the device of a module's first parameter (or buffer); the CPU for an empty one."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(
+    module: torch.nn.Module, device: torch.device, what: str = "model"
+) -> torch.nn.Module:
+    """Return `module` on `device`, moving it (in place) when it is elsewhere.
+
+    A module that cannot move raises an MMLibError naming both devices, never a torch
+    device-mismatch traceback deep inside a forward pass.
+    """
+    here = module_device(module)
+    if here.type == device.type and (device.index is None or here.index == device.index):
+        return module
+    try:
+        return module.to(device)
+    except (RuntimeError, NotImplementedError, ValueError) as err:
+        raise MMLibError(
+            f"the {what} is on {here} and cannot be moved to {device} "
+            f"({str(err).splitlines()[0]}); load it on {device} instead (device={str(device)!r})"
+        ) from err
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -59,15 +105,6 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 def in_colab() -> bool:
     """Return True when running inside Google Colab."""
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
-
-
-def get_profile(profile: str | None = None) -> str:
-    """Return the profile to use: `profile` if given, else `MMLIB_PROFILE`, else 'tiny'."""
-    chosen = profile if profile is not None else os.environ.get("MMLIB_PROFILE", "tiny")
-    chosen = chosen.strip().lower()
-    if chosen not in PROFILES:
-        raise ValueError(f"profile={chosen!r} is not known; choose one of {list(PROFILES)}")
-    return chosen
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
@@ -87,59 +124,16 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def doctor_report(profile: str | None = None, cache: str | os.PathLike | None = None) -> dict:
-    """Return what `mmlib doctor` prints: versions, device, profile, cache dir, full-profile weights."""
-    from mmlib import zoo  # zoo imports env: import here to keep env at the bottom
-
-    dev = get_device()
-    report = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **{
-            name: _version(name)
-            for name in (
-                "mmlib",
-                "torch",
-                "torchvision",
-                "open_clip_torch",
-                "taming-transformers",
-                "matplotlib",
-                "ipywidgets",
-                "papermill",
-                "faiss-cpu",
+def apply_start_method() -> str:
+    """Use the worker-process start method `MMLIB_START_METHOD` names (if set) and return the
+    one in use: a Linux machine can imitate macOS and Windows (`spawn`) or Python 3.14's Linux
+    default (`forkserver`). Everything mmlib hands to worker processes can be pickled."""
+    wanted = os.environ.get("MMLIB_START_METHOD", "").strip()
+    if wanted:
+        if wanted not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"MMLIB_START_METHOD={wanted!r} is not a start method here; choose one of "
+                f"{multiprocessing.get_all_start_methods()}"
             )
-        },
-        "device": str(dev),
-        "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none",
-        "threads": torch.get_num_threads(),
-        "colab": in_colab(),
-        "profile": get_profile(profile),
-        "cache_dir": str(cache_dir(cache)),
-        "offline": os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false"),
-    }
-    for item in zoo.full_profile_status(cache):
-        state = "present" if item["present"] else "missing"
-        report[f"full: {item['name']}"] = f"optional, {state}" if item["optional"] else state
-    return report
-
-
-def doctor(profile: str | None = None, cache: str | os.PathLike | None = None) -> dict:
-    """Print the environment check and return it as a dict."""
-    report = doctor_report(profile, cache)
-    width = max(len(k) for k in report)
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value}")
-    missing = [k for k, v in report.items() if k.startswith("full: ") and v == "missing"]
-    if missing:
-        print(
-            "\nThe full profile's weights are not here (the tiny profile needs none). "
-            "`mmlib zoo download full` fetches them or says exactly where to put them."
-        )
-    return report
+        multiprocessing.set_start_method(wanted, force=True)
+    return multiprocessing.get_start_method()

@@ -10,8 +10,11 @@ inside the codebook's box.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,11 +23,24 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from mmlib.clip import input_size, tensor_transform
-from mmlib.env import MMLibError
+from mmlib.clip import (
+    as_clips,
+    clip_scores,
+    encode_images,
+    encode_texts,
+    input_size,
+    tensor_transform,
+)
+from mmlib.env import MMLibError, get_device, to_device
+from mmlib.images import load_image
+from mmlib.judge import benchmark_prompt, judge
+from mmlib.training import progress_bar
 from mmlib.vqgan import from_model_range, to_model_range
 
-_NUMBERISH = re.compile(r"\s*([-+]?inf|[-+0-9.eE]*[0-9][-+0-9.eE]*)\s*")
+log = logging.getLogger(__name__)
+
+_NUMBERISH = re.compile(r"\s*([-+]?(inf|infinity|nan)|[-+0-9.eE]*[0-9][-+0-9.eE]*)\s*", re.I)
+VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
 class GenerationStopped(MMLibError):
@@ -40,6 +56,13 @@ class Prompt:
     image: object = None
     weight: float = 1.0
     stop: float = float("-inf")
+    source: str | None = None  # where an image prompt came from (a path), for the PNG metadata
+
+    def spec(self) -> str:
+        """Return the prompt as `text:weight:stop` (an image as `[image path]:weight:stop`)."""
+        what = self.text if self.text is not None else f"[image {self.source or '(in memory)'}]"
+        stop = "" if self.stop == float("-inf") else f":{self.stop:g}"
+        return f"{what}:{self.weight:g}{stop}"
 
 
 def parse_prompt(spec: str | Prompt) -> Prompt:
@@ -62,11 +85,22 @@ def parse_prompt(spec: str | Prompt) -> Prompt:
                 f"{raw.strip()!r} in prompt {spec!r} is not a number "
                 f"(the form is 'text:weight:stop')"
             ) from None
+    if len(pieces) > 1 and _NUMBERISH.fullmatch(pieces[-1]):
+        raise ValueError(
+            f"prompt {spec!r} ends in more than two numbers; the form is 'text:weight:stop'"
+        )
     text = ":".join(pieces).strip()
     if not text:
         raise ValueError(f"prompt {spec!r} has a weight but no text")
     weight = numbers[0] if numbers else 1.0
     stop = numbers[1] if len(numbers) > 1 else float("-inf")
+    if not math.isfinite(weight) or weight == 0:
+        raise ValueError(
+            f"the weight in prompt {spec!r} is {weight}; give a finite number other than 0 "
+            f"(negative steers away)"
+        )
+    if math.isnan(stop) or stop == float("inf"):
+        raise ValueError(f"the stop in prompt {spec!r} is {stop}; give a finite number")
     return Prompt(text=text, weight=weight, stop=stop)
 
 
@@ -182,6 +216,26 @@ class GenerateConfig:
     seed: int = 0
     frames_every: int = 0  # keep a frame every N steps for a GIF/MP4 (0: none)
 
+    def __post_init__(self):
+        whole = {"steps": 1, "size": 1, "cutn": 1, "seed": 0, "frames_every": 0}
+        for name, least in whole.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number above 0, got {self.lr!r}")
+        fractions = {"lr_drop_at": self.lr_drop_at, "lr_drop": self.lr_drop}
+        fractions["cut_min"] = self.cut_min
+        for name, value in fractions.items():
+            if not (math.isfinite(value) and 0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        for name in ("affine", "noise", "init_weight", "smoothness"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.init not in ("tokens", "noise", "image"):
+            raise ValueError(f"init={self.init!r}; choose 'tokens', 'noise' or 'image'")
+
 
 @dataclass
 class Generation:
@@ -212,15 +266,12 @@ def _as_prompt_sets(prompts) -> list[list[Prompt]]:
 def image_prompt(spec: str) -> Prompt:
     """Return the image Prompt of "path" or "path:weight:stop", the picture loaded and checked
     now (a missing file or one that is not an image fails here, before any model work)."""
-    from mmlib.images import load_image
-
     parsed = parse_prompt(spec)
-    return Prompt(image=load_image(parsed.text), weight=parsed.weight, stop=parsed.stop)
+    image = load_image(parsed.text)
+    return Prompt(image=image, weight=parsed.weight, stop=parsed.stop, source=parsed.text)
 
 
 def _embed_prompts(sets, clips, device) -> list[list[list[torch.Tensor]]]:
-    from mmlib.clip import encode_images, encode_texts
-
     out = []
     for prompts in sets:
         per_prompt = []
@@ -271,33 +322,28 @@ def generate(
     every step (return True to stop). The same seed gives the same pictures on the same device,
     torch version and thread count.
     """
-    import logging
-
-    from mmlib.env import get_device
-    from mmlib.training import progress_bar
-
     config = config or GenerateConfig()
     sets = _as_prompt_sets(prompts)
-    clips = as_clips(clips)
-    dev = get_device(device)
+    dev = get_device(device)  # one device for the whole call: the models are moved to it
+    clips = [(to_device(m, dev, "CLIP"), pre, tok) for m, pre, tok in as_clips(clips)]
     size = round_size(config.size, vqgan.factor)
     if size != config.size:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "size %d is not a multiple of the VQGAN's factor %d: using %d",
             config.size,
             vqgan.factor,
             size,
         )
     gen = torch.Generator().manual_seed(config.seed)
-    vqgan = vqgan.to(dev).eval()
+    vqgan = to_device(vqgan, dev, "VQGAN").eval()
     for p in vqgan.parameters():
         p.requires_grad_(False)
     targets = _embed_prompts(sets, clips, dev)
     b, grid = len(sets), size // vqgan.factor
     lo, hi = (t.to(dev) for t in vqgan.codebook_box())
     if config.init == "image" or init_image is not None:
-        if init_image is None:
-            raise ValueError("init='image' needs init_image (a (3, H, W) tensor in [0, 1])")
+        if not isinstance(init_image, torch.Tensor) or init_image.ndim != 3:
+            raise ValueError("init='image' needs init_image, a (3, H, W) tensor in [0, 1]")
         img = F.interpolate(
             init_image[None].float(),
             size=(size, size),
@@ -373,20 +419,63 @@ def from_model_range_raw(images: torch.Tensor) -> torch.Tensor:
     return (images + 1) / 2
 
 
+def check_output_paths(png: str | os.PathLike, video: str | os.PathLike | None = None) -> None:
+    """Raise a ValueError or FileNotFoundError now, before any model work, when the picture or
+    the video cannot be written where asked: a missing or read-only folder, a picture not named
+    .png, a video suffix that is neither GIF nor a video format imageio-ffmpeg writes."""
+    targets = [(Path(png), (".png",), "picture")]
+    if video is not None:
+        targets.append((Path(video), VIDEO_SUFFIXES, "video"))
+    for path, suffixes, what in targets:
+        if path.suffix.lower() not in suffixes:
+            raise ValueError(f"the {what} {str(path)!r} must end in one of {list(suffixes)}")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"the folder of the {what} {str(path)!r} does not exist; create it first"
+            )
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"cannot write the {what} into {str(folder)!r} (not writable)")
+        if path.is_dir():
+            raise ValueError(f"the {what} {str(path)!r} is a folder; give a file name")
+
+
+def _write_via_tmp(path: Path, write) -> Path:
+    """Call write(tmp) on a temporary file beside `path`, then rename it: no half-written file."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def save_png(image: torch.Tensor, path: str | Path, prompts, config: GenerateConfig) -> Path:
-    """Write one picture (3, H, W) in [0, 1] as a PNG whose metadata holds prompts and settings."""
+    """Write one picture (3, H, W) in [0, 1] as a PNG whose metadata holds every prompt (text or
+    image, weight, stop) and every setting, so the picture can be made again."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
+    check_output_paths(path)
     arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+    prompts = [parse_prompt(p) for p in prompts]
     meta = PngInfo()
-    texts = [p.text if isinstance(p, Prompt) else str(p) for p in prompts]
-    meta.add_text("prompt", " | ".join(t for t in texts if t))
+    meta.add_text("prompt", " | ".join(p.spec() for p in prompts))
     meta.add_text("seed", str(config.seed))
     meta.add_text("mmlib_settings", json.dumps(asdict(config)))
-    path = Path(path)
-    Image.fromarray(arr).save(path, pnginfo=meta)
-    return path
+    meta.add_text(
+        "mmlib_prompts",
+        json.dumps(
+            [
+                {"text": p.text, "image": p.source, "weight": p.weight, "stop": p.stop}
+                for p in prompts
+            ]
+        ),
+    )
+    return _write_via_tmp(
+        Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", pnginfo=meta)
+    )
 
 
 def save_video(
@@ -396,121 +485,26 @@ def save_video(
     import imageio.v3 as iio
     import numpy as np
 
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"the video {str(path)!r} must end in one of {list(VIDEO_SUFFIXES)}")
     if not frames:
         raise ValueError("no frames: generate with frames_every > 0")
-    arrs = [
-        (
-            F.interpolate(f[None], scale_factor=scale, mode="nearest")[0]
-            .clamp(0, 1)
-            .permute(1, 2, 0)
-            .numpy()
-            * 255
-        ).astype(np.uint8)
-        for f in frames
-    ]
-    path = Path(path)
+    arrs = np.stack(
+        [
+            (
+                F.interpolate(f[None], scale_factor=scale, mode="nearest")[0]
+                .clamp(0, 1)
+                .permute(1, 2, 0)
+                .numpy()
+                * 255
+            ).astype(np.uint8)
+            for f in frames
+        ]
+    )
     if path.suffix.lower() == ".gif":
-        iio.imwrite(path, np.stack(arrs), duration=1000 / fps, loop=0)
-    else:  # MP4 and friends through imageio-ffmpeg
-        iio.imwrite(path, np.stack(arrs), fps=fps)
-    return path
-
-
-def reference_step_cutouts(
-    images: torch.Tensor, cut_size: int, cutn: int, cut_min: float, generator: torch.Generator
-) -> torch.Tensor:
-    """The original VQGAN+CLIP notebook's way, for `mmlib bench generate`: a Python loop over
-    cuts, each cropped by slicing, pooled to size and augmented on its own."""
-    _, _, h, w = images.shape
-    side_max = min(h, w)
-    cuts = []
-    for _ in range(cutn):
-        side = int(side_max * (cut_min + (1 - cut_min) * torch.rand(1, generator=generator).item()))
-        x0 = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-        y0 = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-        cut = F.adaptive_avg_pool2d(images[:, :, y0 : y0 + side, x0 : x0 + side], cut_size)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            cut = cut.flip(-1)
-        theta = torch.eye(2, 3)[None].clone()
-        theta[:, :, :2] += 0.08 * (2 * torch.rand(1, 2, 2, generator=generator) - 1)
-        theta = theta.to(images)
-        grid = F.affine_grid(theta.expand(len(cut), -1, -1), list(cut.shape), align_corners=False)
-        cut = F.grid_sample(cut, grid, padding_mode="border", align_corners=False)
-        cuts.append(cut + 0.03 * torch.randn(cut.shape, generator=generator).to(images))
-    return torch.cat(cuts)
-
-
-def reference_generate(
-    prompt: str,
-    vqgan,
-    clip,
-    steps: int,
-    cutn: int,
-    lr: float = 0.2,
-    seed: int = 0,
-    size: int = 32,
-    device="cpu",
-) -> torch.Tensor:
-    """A straightforward loop in the style of the original VQGAN+CLIP notebook (one picture,
-    per-cut Python loop); the baseline of `mmlib bench generate`."""
-    model, _, tokenizer = clip
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        target = F.normalize(model.encode_text(tokenizer([prompt]).to(device)), dim=-1)
-    grid = size // vqgan.factor
-    idx = torch.randint(0, vqgan.n_embed, (1, grid, grid), generator=gen).to(device)
-    z = vqgan.quantize.lookup(idx).clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-    normalize, size = tensor_transform(model), input_size(model)[0]
-    lo, hi = (t.to(device) for t in vqgan.codebook_box())
-    for _ in range(steps):
-        images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
-        cuts = reference_step_cutouts(images, size, cutn, 0.6, gen)
-        embeds = F.normalize(model.encode_image(normalize(cuts)), dim=-1)
-        loss = spherical_distance(embeds, target).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            z.copy_(torch.maximum(torch.minimum(z, hi), lo))
-    return images.detach()
-
-
-def profile_settings(profile: str | None = None) -> dict:
-    """Return the GenerateConfig fields of a profile.
-
-    tiny: 32 px, cutn 16, the defaults (tuned on the 20 benchmark prompts, notebook 05).
-    full: 256 px, cutn 32, crops from half the picture up, no smoothness prior (the settings of
-    the original VQGAN+CLIP notebooks; untuned here: no real weights on this machine).
-    """
-    from mmlib.env import get_profile
-
-    if get_profile(profile) == "full":
-        return {"size": 256, "cutn": 32, "cut_min": 0.5, "smoothness": 0.0}
-    return {"size": 32, "cutn": 16}
-
-
-def as_clips(clips) -> list[tuple]:
-    """Return one CLIP (model, preprocess, tokenizer) or a sequence of them as a list of triples."""
-    first = next(iter(clips), None)
-    if first is None:
-        raise ValueError("clips is empty: give at least one CLIP (model, preprocess, tokenizer)")
-    single = hasattr(clips, "model") or isinstance(first, torch.nn.Module)
-    return [tuple(clips)] if single else [tuple(c) for c in clips]
-
-
-def clip_scores(images: torch.Tensor, prompts: Sequence[str], clips: Sequence) -> torch.Tensor:
-    """Return each picture's cosine similarity to its own prompt, summed over the CLIPs."""
-    from mmlib.clip import encode_images, encode_texts
-
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} pictures for {len(prompts)} prompts")
-    total = torch.zeros(len(images))
-    for model, _, tokenizer in clips:
-        feats = encode_images(model, None, images, progress=False).float().cpu()
-        texts = encode_texts(model, tokenizer, list(prompts), progress=False).float().cpu()
-        total += (feats * texts).sum(dim=-1)
-    return total
+        return _write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, duration=1000 / fps, loop=0))
+    return _write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, fps=fps))
 
 
 def run_benchmark(
@@ -521,6 +515,7 @@ def run_benchmark(
     config: GenerateConfig | None = None,
     best_of: int = 1,
     progress: bool = True,
+    device=None,
 ) -> dict:
     """Generate pictures for (shape, colour) pairs as one batch and judge them twice.
 
@@ -530,10 +525,6 @@ def run_benchmark(
     "images" (B, 3, H, W), "seconds", "samples_per_s" (kept pictures per second), "config",
     "best_of", and per judge ("judge_clip", "classifier"): predictions, correct, fraction}.
     """
-    import time
-
-    from mmlib.judge import benchmark_prompt, judge
-
     if not pairs:
         raise ValueError("pairs is empty")
     if best_of < 1:
@@ -541,7 +532,7 @@ def run_benchmark(
     config = config or GenerateConfig()
     prompts = [benchmark_prompt(shape, colour) for shape, colour in pairs]
     tick = time.perf_counter()
-    result = generate(prompts * best_of, vqgan, clips, config, progress=progress)
+    result = generate(prompts * best_of, vqgan, clips, config, progress=progress, device=device)
     images = result.images.view(best_of, len(prompts), *result.images.shape[1:])
     if best_of > 1:
         scores = clip_scores(result.images, prompts * best_of, clips).view(best_of, len(prompts))
@@ -560,44 +551,3 @@ def run_benchmark(
         "best_of": best_of,
         **verdicts,
     }
-
-
-def generate_command(args) -> int:
-    """`mmlib generate`: one picture from prompts, saved as PNG (with its settings) and video."""
-    from mmlib import zoo
-    from mmlib.images import load_image
-
-    settings = profile_settings(args.profile)
-    config = GenerateConfig(
-        **{
-            **settings,
-            "steps": args.steps,
-            "seed": args.seed,
-            "lr": args.lr,
-            "size": args.size or settings["size"],
-            "cutn": args.cutn or settings["cutn"],
-            "init": "image" if args.init_image else "tokens",
-            "init_weight": args.init_weight,
-            "frames_every": max(1, args.steps // 50) if args.video else 0,
-        }
-    )
-    init = None
-    if args.init_image:
-        import numpy as np
-
-        init = torch.from_numpy(np.asarray(load_image(args.init_image))).permute(2, 0, 1) / 255.0
-    # clear errors before loading models
-    prompts = [parse_prompt(p) for p in args.prompts] + [image_prompt(p) for p in args.image_prompt]
-    result = generate(
-        [prompts],
-        zoo.get_vqgan(args.profile),
-        zoo.get_generation_clips(args.profile),
-        config,
-        init_image=init,
-    )
-    if result.stopped:
-        print(result.stopped)
-    print(f"picture: {save_png(result.images[0], args.out, prompts, config)}")
-    if args.video:
-        print(f"video: {save_video([f[0] for f in result.frames], args.video)}")
-    return 0 if result.stopped is None else 1

@@ -18,6 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlib import toyworld
+from mmlib.clip import encode_images
+from mmlib.env import get_device
+from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, set_lr
+from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
 
 
 class ShapeColourNet(nn.Module):
@@ -77,20 +81,22 @@ def _labelled_batch(
     return torch.stack(images), torch.tensor(shapes), torch.tensor(colours)
 
 
-def train_classifier(config: ClassifierTrainConfig | None = None, progress: bool = True):
+def train_classifier(
+    config: ClassifierTrainConfig | None = None, progress: bool = True, device=None
+):
     """Return (trained ShapeColourNet in eval mode, History)."""
-    from mmlib.training import History, check_finite, cosine_lr, progress_bar
-
     config = config or ClassifierTrainConfig()
+    dev = get_device(device)
     torch.manual_seed(config.seed)
-    model = ShapeColourNet()
+    model = ShapeColourNet().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     history, seconds = History(), 0.0
     for step in progress_bar(0, config.steps, "train judge classifier", progress):
         tick = time.perf_counter()
-        images, shapes, colours = _labelled_batch(config.seed, step, config.batch_size)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, 20, config.lr)
+        images, shapes, colours = (
+            t.to(dev) for t in _labelled_batch(config.seed, step, config.batch_size)
+        )
+        set_lr(opt, cosine_lr(step, config.steps, 20, config.lr))
         shape_logits, colour_logits = model(images)
         loss = F.cross_entropy(shape_logits, shapes) + F.cross_entropy(colour_logits, colours)
         check_finite(loss, step, None)
@@ -98,7 +104,7 @@ def train_classifier(config: ClassifierTrainConfig | None = None, progress: bool
         loss.backward()
         opt.step()
         seconds += time.perf_counter() - tick
-        if step % 20 == 0 or step + 1 == config.steps:
+        if due(step, 20, config.steps, first=True):
             history.log(step, loss=loss.item(), seconds=seconds)
     return model.eval(), history
 
@@ -116,7 +122,8 @@ def classify(model: ShapeColourNet, images: torch.Tensor) -> list[tuple[str, str
             antialias=True,
             align_corners=False,
         )
-    shape_logits, colour_logits = model.eval()(images.clamp(0, 1))
+    dev = next(model.parameters()).device
+    shape_logits, colour_logits = model.eval()(images.clamp(0, 1).to(dev))
     return [
         (toyworld.SHAPES[s], toyworld.COLOUR_NAMES[c])
         for s, c in zip(
@@ -136,9 +143,6 @@ def classifier_accuracy(model: ShapeColourNet, per_pair: int = 10, seed: int = 2
 @torch.no_grad()
 def clip_judge(model, tokenizer, images: torch.Tensor) -> list[tuple[str, str]]:
     """Return the (shape, colour) a CLIP picks for each image among all 48 pairs (zero-shot)."""
-    from mmlib.clip import encode_images
-    from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
-
     pairs = toyworld.all_pairs()
     classifier = build_classifier(
         model, tokenizer, [toyworld.pair_label(s, c) for s, c in pairs], SHAPES_TEMPLATES

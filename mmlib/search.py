@@ -200,6 +200,18 @@ class ImageIndex:
         self._cache: tuple[list[str], torch.Tensor] | None = None
         self._faiss: FaissSearcher | None = None
 
+    @classmethod
+    def open(cls, root: str | os.PathLike, clip, **kwargs) -> ImageIndex:
+        """Return the index already built in `root`, for searching; a folder without one is an
+        error that says how to build it (a mistyped path must not become a new empty index)."""
+        root = Path(root)
+        if not (root / DB_NAME).is_file():
+            raise FileNotFoundError(
+                f"no image index in {str(root)!r}: build one with `mmlib search index FOLDER "
+                f"--index {root}`, or check the --index path"
+            )
+        return cls(root, clip, **kwargs)
+
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _check_model(self) -> None:

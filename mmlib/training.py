@@ -1,25 +1,30 @@
-"""What every trainer of the course shares: progress, a history, atomic safetensors checkpoints
-(model, optimizer and RNG state), resume, and stopping on a NaN loss.
+"""What every trainer of the course shares, as plain functions: a progress bar, a history, the
+learning rate of a step, "due every N steps", resuming from the last checkpoint, and stopping on
+a NaN loss. Each trainer keeps its own loop, readable in one sitting; checkpoints themselves are
+written by `mmlib.checkpoints`.
 
-A checkpoint is a folder: ``model.safetensors``, ``optimizer.safetensors`` (tensors of the
-optimizer state and the RNG state) and ``state.json`` (step, config, history, the rest of the
-optimizer state). It is written to a temporary folder and renamed into place, so a crash leaves
-either the old checkpoint or the new one, never half of one.
+The skeleton every loop of the course follows::
+
+    start, history = resume(folder, model, optimizer, config)
+    for step in progress_bar(start, steps, "train X"):
+        set_lr(optimizer, cosine_lr(step, steps, warmup, lr))
+        loss = ...
+        check_finite(loss, step, folder)
+        ...backward, step...
+        if due(step, log_every, steps): history.log(step, loss=loss)
+        if folder and due(step, checkpoint_every, steps): save_checkpoint(...)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from mmlib.checkpoints import checkpoint_exists, load_checkpoint, read_step
 from mmlib.env import MMLibError
 
 
@@ -90,128 +95,31 @@ def check_finite(loss: torch.Tensor, step: int, folder: str | os.PathLike | None
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    """Set the learning rate of every parameter group of `optimizer` to `lr`; return it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
-def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = optimizer.state_dict()
-    tensors, plain = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for idx, state in sd["state"].items():
-        plain["state"][str(idx)] = {}
-        for name, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                plain["state"][str(idx)][name] = value
-    return tensors, plain
+def due(step: int, every: int, total: int, first: bool = False) -> bool:
+    """Return True when something done "every `every` steps" is due after `step` (0-based): after
+    steps every-1, 2*every-1, ... and after the last one (with `first`, also after step 0: the
+    start of a curve). `every` = 0 means never."""
+    done = step + 1
+    return bool(every) and (done % every == 0 or done == total or (first and step == 0))
 
 
-def _join_optimizer(tensors: dict, plain: dict) -> dict:
-    state = {int(idx): dict(values) for idx, values in plain["state"].items()}
-    for key, value in tensors.items():
-        if key.startswith("state."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    return {"state": state, "param_groups": plain["param_groups"]}
-
-
-def checkpoint_exists(folder: str | os.PathLike) -> bool:
-    """Return True when `folder` holds a complete checkpoint."""
-    return (Path(folder) / "state.json").is_file()
-
-
-def read_step(folder: str | os.PathLike) -> int | None:
-    """Return the step of the checkpoint in `folder`, or None."""
-    path = Path(folder) / "state.json"
-    return json.loads(path.read_text())["step"] if path.is_file() else None
-
-
-def save_checkpoint(
-    folder: str | os.PathLike,
+def resume(
+    folder: str | os.PathLike | None,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None,
-    step: int,
     config: dict,
-    history: History,
-) -> Path:
-    """Write a checkpoint folder atomically; return its path."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(tmp / "model.safetensors"),
-    )
-    optimizers = (
-        optimizer if isinstance(optimizer, (list, tuple)) else [optimizer] if optimizer else []
-    )
-    opt_tensors, opt_plain = {}, []
-    for k, opt in enumerate(optimizers):  # a GAN has two optimizers
-        tensors, plain = _split_optimizer(opt)
-        opt_tensors.update({f"opt{k}.{name}": t for name, t in tensors.items()})
-        opt_plain.append(plain)
-    opt_tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    state = {"step": step, "config": config, "history": history.records, "optimizer": opt_plain}
-    (tmp / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def load_checkpoint(
-    folder: str | os.PathLike,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None,
-    config: dict | None = None,
 ) -> tuple[int, History]:
-    """Load a checkpoint into `model` (and `optimizer`, RNG); return (step, history).
-
-    Raises ValueError when the checkpoint was made with another `config`.
-    """
-    folder = Path(folder)
-    if not checkpoint_exists(folder):
-        old = folder.with_name(folder.name + ".old")  # a crash between the two renames
-        if checkpoint_exists(old):
-            folder = old
-        else:
-            raise FileNotFoundError(f"no checkpoint in {str(folder)!r}")
-    state = json.loads((folder / "state.json").read_text())
-    if config is not None and state["config"] != config:
-        diff = {
-            k: (state["config"].get(k), v) for k, v in config.items() if state["config"].get(k) != v
-        }
-        raise ValueError(
-            f"the checkpoint in {str(folder)!r} was made with another config "
-            f"(saved vs asked: {diff}); delete it or pass the config it was made with"
-        )
-    model = getattr(model, "module", model)
-    weights = load_file(str(folder / "model.safetensors"))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(
-            f"the checkpoint in {str(folder)!r} does not fit this model: {str(err).splitlines()[0]}"
-        ) from err
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    optimizers = (
-        optimizer if isinstance(optimizer, (list, tuple)) else [optimizer] if optimizer else []
-    )
-    for k, opt in enumerate(optimizers):
-        prefix = f"opt{k}."
-        mine = {n[len(prefix) :]: t for n, t in tensors.items() if n.startswith(prefix)}
-        opt.load_state_dict(_join_optimizer(mine, state["optimizer"][k]))
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return state["step"], History(state["history"])
+    """Return (first step, history) of a run: from the checkpoint in `folder` when there is one
+    (model, optimizers and RNG state restored; it must have been made with `config`), else
+    (0, an empty History)."""
+    if folder is None or not checkpoint_exists(folder):
+        return 0, History()
+    step, records = load_checkpoint(folder, model, optimizer, config)
+    return step, History(records)

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -304,236 +301,32 @@ def from_model_range(images: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training a tiny VQGAN
+# Pictures as token sequences (what a transformer reads and writes, notebook 06)
 # ---------------------------------------------------------------------------------------------
 
-# f = 4 on 32 px images: an 8 x 8 grid of tokens, each covering 4 x 4 pixels. A small shape
-# (about 11 px across) spans 3 x 3 tokens, so the grid keeps its outline; f = 8 (4 x 4 tokens)
-# would blur small shapes into one or two tokens. 64 tokens also keep notebook 06's sequences
-# short. 256 codes cover the shapes world's parts (8 colours x edges and corners, backgrounds)
-# while few enough are used often enough to stay alive. Channels are multiples of 32 because
-# taming's GroupNorm uses 32 groups.
-TINY_VQGAN_DDCONFIG = {
-    "double_z": False,
-    "z_channels": 32,
-    "resolution": 32,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 32,
-    "ch_mult": [1, 1, 2],
-    "num_res_blocks": 1,
-    "attn_resolutions": [],
-    "dropout": 0.0,
-}
-TINY_VQGAN = {"n_embed": 256, "embed_dim": 32, "ddconfig": TINY_VQGAN_DDCONFIG}
+
+@torch.no_grad()
+def image_tokens(vqgan, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Return the VQGAN token grid of images (N, 3, H, W) in [0, 1], flattened: (N, h * w)."""
+    vqgan.eval()
+    dev = next(vqgan.parameters()).device
+    out = [
+        vqgan.encode(to_model_range(images[i : i + batch_size].to(dev)))[1].flatten(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out)
 
 
-@dataclass
-class VQGANTrainConfig:
-    """Everything that decides a tiny-VQGAN training run."""
-
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup: int = 50
-    disc_start: int = 600  # the patch discriminator joins after the autoencoder works
-    disc_weight: float = 0.1
-    disc_lr: float = 4e-4
-    seed: int = 0
-    split: str = "all"
-    restart_every: int = 100  # dead-code fix: re-seed unused codes from encoder outputs
-    eval_every: int = 250
-    checkpoint_every: int = 250
-    log_every: int = 10
-
-
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Return the peak signal-to-noise ratio in dB of images in [0, 1] against a reference."""
-    mse = F.mse_loss(images.float().clamp(0, 1), reference.float()).item()
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def codebook_usage(indices: torch.Tensor, n_embed: int) -> dict:
-    """Return the perplexity (effective number of codes used) and the fraction of codes used."""
-    counts = torch.bincount(indices.flatten(), minlength=n_embed).float()
-    p = counts / counts.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {
-        "perplexity": entropy.exp().item(),
-        "used": (counts > 0).float().mean().item(),
-        "counts": counts,
-    }
-
-
-def _hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean())
-
-
-def _adaptive_weight(rec_loss, g_loss, last_layer, disc_weight: float) -> torch.Tensor:
-    # taming's balance: scale the adversarial gradient to the size of the reconstruction one
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
-    weight = rec_grad.norm() / (g_grad.norm() + 1e-4)
-    return weight.clamp(0, 1e4).detach() * disc_weight
-
-
-def evaluate_vqgan(model: VQGAN, n: int = 256, seed: int = 4321) -> dict:
-    """Return PSNR and codebook usage on `n` held-out shapes-world images (a seed not trained on)."""
-    from mmlib import toyworld
-
-    world = toyworld.ShapesWorld(n, seed=seed, split="all")
-    images = torch.stack([world[i][0] for i in range(n)])
-    model.eval()
-    with torch.no_grad():
-        recon, _, indices = model(to_model_range(images))
-    usage = codebook_usage(indices, model.n_embed)
-    return {
-        "psnr": psnr(from_model_range(recon), images),
-        "perplexity": usage["perplexity"],
-        "codebook_used": usage["used"],
-        "counts": usage["counts"],
-    }
-
-
-def train_vqgan(
-    model: VQGAN,
-    config: VQGANTrainConfig | None = None,
-    folder: str | Path | None = None,
-    progress: bool = True,
-    on_disc_start=None,
-):
-    """Train a VQGAN on shapes-world images; return its History (loss, PSNR, codebook use).
-
-    Reconstruction (L1 + L2) and codebook/commitment losses from the start; after `disc_start`
-    steps taming's patch discriminator joins with a hinge loss, its gradient balanced against
-    the reconstruction's. Unused codes are re-seeded from encoder outputs every
-    `restart_every` steps. Checkpoints and resume as every trainer of the course.
-    `on_disc_start(model)` is called just before the discriminator joins (to keep a snapshot).
-    """
-    from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
-
-    from mmlib import toyworld
-    from mmlib.training import (
-        History,
-        check_finite,
-        checkpoint_exists,
-        cosine_lr,
-        load_checkpoint,
-        progress_bar,
-        save_checkpoint,
-    )
-
-    config = config or VQGANTrainConfig()
-    torch.manual_seed(config.seed)
-    disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=2).apply(weights_init)
-    both = nn.ModuleDict({"vqgan": model, "disc": disc})
-    opt_g = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.9))
-    start, history = 0, History()
-    if folder is not None and checkpoint_exists(folder):
-        start, history = load_checkpoint(folder, both, [opt_g, opt_d], asdict(config))
-    world = toyworld.ShapesWorld(config.steps * config.batch_size, config.seed, config.split)
-    usage = torch.zeros(model.n_embed)
-    seconds, tick = history.last("seconds", 0.0), time.perf_counter()
-    last_layer = model.decoder.conv_out.weight
-    bar = progress_bar(start, config.steps, "train VQGAN", progress)
-    for step in bar:
-        model.train()
-        first = step * config.batch_size
-        real = to_model_range(
-            torch.stack([world[i][0] for i in range(first, first + config.batch_size)])
-        )
-        for group in opt_g.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, config.warmup, config.lr, min_ratio=0.05)
-        z = model.encode_latent(real)
-        z_q, qloss, indices = model.quantize(z)
-        recon = model.decode(z_q)
-        rec_loss = F.l1_loss(recon, real) + F.mse_loss(recon, real)
-        loss = rec_loss + qloss
-        gan_on = step >= config.disc_start
-        if step == config.disc_start and on_disc_start is not None:
-            on_disc_start(model)
-        if gan_on:
-            g_loss = -disc(recon).mean()
-            loss = (
-                loss + _adaptive_weight(rec_loss, g_loss, last_layer, config.disc_weight) * g_loss
-            )
-        check_finite(loss, step, folder)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        d_loss = torch.zeros(())
-        if gan_on:
-            d_loss = _hinge_d_loss(disc(real), disc(recon.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        usage += torch.bincount(indices.flatten(), minlength=model.n_embed).float()
-        if config.restart_every and (step + 1) % config.restart_every == 0:
-            dead = (usage == 0).nonzero().flatten()
-            if len(dead):  # re-seed dead codes with random encoder outputs of this batch
-                flat = z.detach().permute(0, 2, 3, 1).reshape(-1, model.embed_dim)
-                pick = flat[torch.randint(0, len(flat), (len(dead),))]
-                model.quantize.embedding.weight.data[dead] = pick
-            usage.zero_()
-        seconds += time.perf_counter() - tick
-        done = step + 1
-        if step % config.log_every == 0 or done == config.steps:
-            history.log(
-                step,
-                loss=loss.item(),
-                rec_loss=rec_loss.item(),
-                codebook_loss=qloss.item(),
-                disc_loss=d_loss.item(),
-                seconds=seconds,
-                batch_perplexity=codebook_usage(indices, model.n_embed)["perplexity"],
-            )
-            bar.set_postfix(rec=f"{rec_loss.item():.3f}")
-        if config.eval_every and (done % config.eval_every == 0 or done == config.steps):
-            ev = evaluate_vqgan(model)
-            history.log(
-                step,
-                psnr=ev["psnr"],
-                codebook_used=ev["codebook_used"],
-                perplexity=ev["perplexity"],
-                seconds=seconds,
-            )
-        if folder is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_checkpoint(folder, both, [opt_g, opt_d], done, asdict(config), history)
-        tick = time.perf_counter()
-    bar.close()
-    model.eval()
-    return history
-
-
-def train_vqgan_command(args) -> Path:
-    """`mmlib train vqgan`: train the tiny VQGAN config; checkpoints in OUT/checkpoint (a re-run
-    resumes), the model in OUT/model; prints PSNR and codebook use on held-out images."""
-    from mmlib import zoo
-
-    defaults = VQGANTrainConfig()
-    config = VQGANTrainConfig(
-        steps=args.steps or defaults.steps,
-        seed=args.seed,
-        disc_start=min(defaults.disc_start, (args.steps or defaults.steps) // 2),
-    )
-    torch.manual_seed(args.seed)
-    model = VQGAN(**TINY_VQGAN)
-    out = Path(args.out)
-    history = train_vqgan(model, config, folder=out / "checkpoint")
-    ev = evaluate_vqgan(model, n=512)
-    zoo.save_model_dir(
-        out / "model",
-        model,
-        {
-            "config": TINY_VQGAN,
-            "psnr": ev["psnr"],
-            "codebook_used": ev["codebook_used"],
-            "history": history.records,
-        },
-    )
-    print(
-        f"PSNR {ev['psnr']:.2f} dB on held-out images, {ev['codebook_used']:.0%} of the "
-        f"codebook in use (perplexity {ev['perplexity']:.0f}); model in {out / 'model'}"
-    )
-    return out / "model"
+@torch.no_grad()
+def decode_tokens(vqgan, tokens: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Return pictures (B, 3, H, W) in [0, 1] from image tokens (B, h * w) (a square grid)."""
+    side = int(round(tokens.shape[1] ** 0.5))
+    if side * side != tokens.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} tokens do not make a square grid")
+    dev = next(vqgan.parameters()).device
+    grids = tokens.view(-1, side, side)
+    out = [
+        from_model_range(vqgan.decode_indices(grids[i : i + batch_size].to(dev))).cpu()
+        for i in range(0, len(grids), batch_size)
+    ]
+    return torch.cat(out)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
+from mmlib import toyworld
 from mmlib.clip import encode_images, encode_texts
 from mmlib.toyworld import article as _article
 
@@ -187,8 +188,6 @@ def linear_probe(
     for each k in `shots`, on the same test images as the zero-shot protocol (all 48 classes)."""
     from sklearn.linear_model import LogisticRegression
 
-    from mmlib import toyworld
-
     if not shots or min(shots) < 1:
         raise ValueError(f"shots must be positive numbers of examples per class, got {shots}")
     pairs = toyworld.all_pairs()
@@ -221,8 +220,6 @@ def evaluate_shapes(
 
     Single-object renders (fresh: `seed` differs from training), all pairs as classes.
     """
-    from mmlib import toyworld
-
     pairs = toyworld.all_pairs()
     classnames = [toyworld.pair_label(s, c) for s, c in pairs]
     classifier = build_classifier(model, tokenizer, classnames, templates, device=device)
@@ -250,8 +247,6 @@ def evaluate_binding(
 
     A bag-of-words model scores 0.5 on the swap: both captions hold exactly the same words.
     """
-    from mmlib import toyworld
-
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}

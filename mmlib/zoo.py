@@ -1,12 +1,24 @@
-"""The profiles: which model each notebook gets, train-or-load for tiny models, and the registry
-of the full profile's downloads.
+"""The profiles: which model each notebook gets, and the course's tiny models, made once and cached.
 
-- ``tiny`` (default): small open_clip ``CLIP`` configs made by the course, stored under
-  ``MMLIB_HOME/models`` in open_clip's ``local-dir:`` format (``open_clip_config.json`` +
-  ``open_clip_model.safetensors``), so they load through exactly the same path as any
-  OpenCLIP model. Each folder also holds ``mmlib.json`` saying how it was made.
-- ``full``: pretrained OpenCLIP ViT-B-32 (laion2b_s34b_b79k) and the official taming VQGAN,
-  downloaded once (`mmlib zoo download full`), or placed by hand where `FULL_FILES` says.
+- ``tiny`` (default): small models made by the course on the shapes world (three tiny CLIPs, a
+  tiny VQGAN, a token transformer, the judges' classifier) and VQGAN+CLIP's cached benchmark.
+  Each lives in a folder under ``MMLIB_HOME/models`` named by its *recipe*: the model and
+  training configs, the seed, the split and mmlib's version, hashed (`model_key`). The tiny
+  CLIPs are open_clip ``local-dir:`` folders, so they load like any OpenCLIP model; every folder
+  holds ``mmlib.json`` saying how, where and how fast it was made. The tiny CLIPs are registered
+  with `mmlib.clip` as ``mmlib:tiny-clip``, ``mmlib:judge-clip`` and ``mmlib:tiny-clip-b``.
+- ``full``: pretrained OpenCLIP ViT-B-32 and the official taming VQGAN (`mmlib.downloads`).
+
+Where tiny models train: on a CUDA GPU when there is one (a Colab VM trains them in a fraction
+of its 2 CPUs' time), else on the CPU (Apple's MPS is used for inference only: the training
+loops' fused optimisers and a few ops are CPU/CUDA-only). ``MMLIB_DEVICE=cpu`` forces the CPU.
+
+What is reproducible: a recipe names what a model *is*, not its bits. On one machine, the same
+torch version and thread count, a recipe trains bit-identical weights on the CPU. Another CPU,
+another thread count or a GPU trains different weights from the same recipe, which meet the
+same goals (`mmlib bench train` measures the spread over seeds and splits). So the cache key
+is the recipe alone, `mmlib.json` records the device, torch version and thread count a folder
+was made with, and tests assert the goals, never one model's exact numbers.
 """
 
 from __future__ import annotations
@@ -15,23 +27,113 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import urllib.request
 from copy import deepcopy
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
+import open_clip
 import torch
 from filelock import FileLock
-from safetensors.torch import save_file
 
-from mmlib import __version__
-from mmlib.env import cache_dir, get_profile
+from mmlib import __version__, dalle, generate, judge, toyworld
+from mmlib.checkpoints import (
+    load_weights,
+    model_dir_complete,
+    read_model_dir,
+    save_model_dir,
+    state_dict_cpu,
+)
+from mmlib.clip import load_clip, register_model, save_clip
+from mmlib.contrastive import ClipTrainConfig, train_clip
+from mmlib.downloads import (
+    FULL_CLIP,
+    FULL_FILES,
+    download_full,
+    download_instructions,
+    find_full_file,
+)
+from mmlib.env import MMLibError, cache_dir, get_device
+from mmlib.images import SAMPLE_PHOTOS, sample_photos
+from mmlib.transformer import TransformerConfig, load_transformer, save_transformer
+from mmlib.vqgan import VQGAN, load_vqgan
+from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, evaluate_vqgan, train_vqgan
+from mmlib.weights import WeightsNotFoundError
+from mmlib.zeroshot import evaluate_shapes
 
 log = logging.getLogger(__name__)
 
+PROFILES = ("tiny", "full")
+
+
+def get_profile(profile: str | None = None) -> str:
+    """Return the profile to use: `profile` if given, else `MMLIB_PROFILE`, else 'tiny'."""
+    chosen = profile if profile is not None else os.environ.get("MMLIB_PROFILE", "tiny")
+    chosen = str(chosen).strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(f"profile={chosen!r} is not known; choose one of {list(PROFILES)}")
+    return chosen
+
+
+def training_device() -> torch.device:
+    """Return where tiny models train: the chosen device if it is a CUDA GPU, else the CPU."""
+    dev = get_device()
+    return dev if dev.type == "cuda" else torch.device("cpu")
+
+
+def _provenance(dev: torch.device) -> dict:
+    return {
+        "mmlib_version": __version__,
+        "device": str(dev),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
-# Tiny models
+# Recipes and the cache
+# ---------------------------------------------------------------------------------------------
+
+
+def model_key(name: str, config: dict, **parts) -> str:
+    """Return a folder name for a model: its name plus a hash of config, parts and mmlib version."""
+    blob = json.dumps({"config": config, "version": __version__, **parts}, sort_keys=True)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+class NotPreparedError(MMLibError):
+    """A model is not in MMLIB_HOME and this machine was told not to train (MMLIB_NO_TRAINING)."""
+
+
+def _make_once(folder: Path, make) -> Path:
+    """Run `make()` unless `folder` is complete; a file lock lets one process do it at a time
+    (threads, forked or spawned processes, other notebooks); return the folder.
+
+    With MMLIB_NO_TRAINING=1 (a workshop laptop that should only ever import a pack), a missing
+    model is an error that says how to get it, instead of minutes of training.
+    """
+    if not model_dir_complete(folder):
+        if os.environ.get("MMLIB_NO_TRAINING", "") not in ("", "0"):
+            raise NotPreparedError(
+                f"{folder.name} is not in {str(folder.parent)!r} and MMLIB_NO_TRAINING is set: "
+                f"import the course's model pack (`mmlib zoo import FILE|URL`), or unset "
+                f"MMLIB_NO_TRAINING to train it here (`mmlib zoo prepare`)."
+            )
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if not model_dir_complete(folder):  # another process may have made it meanwhile
+                make()
+    return folder
+
+
+def _read(folder: Path, needs: tuple[str, ...] = ()) -> dict:
+    """Return the mmlib.json of a cached model, checking its files (a damaged one: say so)."""
+    hint = f"Delete the folder {str(folder)!r}: `mmlib zoo prepare` makes it again."
+    return read_model_dir(folder, needs, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny CLIPs
 # ---------------------------------------------------------------------------------------------
 
 # A small ModifiedResNet image tower (convolutions see small shapes better than 8x8 patches,
@@ -56,7 +158,6 @@ TINY_CLIP_CONFIG: dict = {
         "resize_mode": "shortest",
     },
 }
-
 
 # How the tiny CLIPs are trained (fields of mmlib.contrastive.ClipTrainConfig).
 TINY_CLIP_TRAINING: dict = {
@@ -88,16 +189,23 @@ TINY_MODELS: dict[str, TinyClipSpec] = {
 }
 
 
-def model_key(name: str, config: dict, **parts) -> str:
-    """Return a folder name for a model: its name plus a hash of config, parts and mmlib version."""
-    blob = json.dumps({"config": config, "version": __version__, **parts}, sort_keys=True)
-    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+def new_tiny_clip(seed: int = 0) -> open_clip.CLIP:
+    """Return a freshly initialised (untrained) CLIP of the tiny config, seeded."""
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**deepcopy(TINY_CLIP_CONFIG["model_cfg"]))
+    model.visual.preprocess_cfg = dict(TINY_CLIP_CONFIG["preprocess_cfg"])
+    return model
 
 
-def tiny_train_config(name: str):
+def tiny_tokenizer() -> open_clip.SimpleTokenizer:
+    """Return the tokenizer of the tiny CLIPs: CLIP's BPE, cut to their context length."""
+    return open_clip.SimpleTokenizer(
+        context_length=TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
+    )
+
+
+def tiny_train_config(name: str) -> ClipTrainConfig:
     """Return the ClipTrainConfig that makes the tiny model `name`."""
-    from mmlib.contrastive import ClipTrainConfig
-
     spec = TINY_MODELS[name]
     return ClipTrainConfig(**{**TINY_CLIP_TRAINING, "seed": spec.seed, "split": spec.split})
 
@@ -112,60 +220,33 @@ def tiny_clip_dir(
     notebooks (or `mmlib zoo prepare` runs) wait for one training instead of both training.
     With `train=False`, return an untrained model of the same config (for tests and demos).
     """
-    if name not in TINY_MODELS:
-        raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
-    spec = TINY_MODELS[name]
-    parts = {**asdict(spec), "training": asdict(tiny_train_config(name)), "trained": train}
-    folder = cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
+    folder = _clip_folder(name, home, train)
     _make_once(folder, lambda: _make_tiny_clip(folder, name, train, home))
     if not train:
         log.warning("%s is UNTRAINED (random weights): its answers mean nothing.", name)
     return folder
 
 
-def _make_once(folder: Path, make) -> None:
-    """Run `make()` unless `folder` is complete; a file lock lets one process do it at a time."""
-    if not (folder / "mmlib.json").is_file():
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "mmlib.json").is_file():  # another process may have made it
-                make()
-
-
-def new_tiny_clip(seed: int = 0):
-    """Return a freshly initialised (untrained) CLIP of the tiny config, seeded."""
-    import open_clip
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**deepcopy(TINY_CLIP_CONFIG["model_cfg"]))
-    model.visual.preprocess_cfg = dict(TINY_CLIP_CONFIG["preprocess_cfg"])
-    return model
-
-
-def tiny_tokenizer():
-    """Return the tokenizer of the tiny CLIPs: CLIP's BPE, cut to their context length."""
-    import open_clip
-
-    return open_clip.SimpleTokenizer(
-        context_length=TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
-    )
+def _clip_folder(name: str, home=None, train: bool = True) -> Path:
+    if name not in TINY_MODELS:
+        raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
+    spec = TINY_MODELS[name]
+    parts = {**asdict(spec), "training": asdict(tiny_train_config(name)), "trained": train}
+    return cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
 
 
 def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
-    from mmlib.contrastive import train_clip
-    from mmlib.zeroshot import evaluate_shapes
-
     spec = TINY_MODELS[name]
     model = new_tiny_clip(spec.seed)
-    info = {"name": name, "trained": train, "mmlib_version": __version__, **asdict(spec)}
+    dev = training_device()
+    info = {"name": name, "trained": train, **asdict(spec), **_provenance(dev)}
     if train:
         config = tiny_train_config(name)
         tokenizer = tiny_tokenizer()
-        log.info(
-            "training %s (%s): %d steps, done once and cached", name, spec.purpose, config.steps
-        )
+        log.info("training %s (%s): %d steps, once, then cached", name, spec.purpose, config.steps)
         runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
-        history = train_clip(model, tokenizer, config, folder=runs, device="cpu")
-        final = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device="cpu")
+        history = train_clip(model, tokenizer, config, folder=runs, device=dev)
+        final = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device=dev)
         info.update(
             steps=config.steps,
             train_seconds=history.last("seconds"),
@@ -173,48 +254,70 @@ def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
             zeroshot_heldout=final["heldout"],
             history=history.records,
         )
-    save_local_dir(folder, model, TINY_CLIP_CONFIG, info)
+    save_clip(folder, model, TINY_CLIP_CONFIG, info)
+
+
+for _name, _spec in TINY_MODELS.items():  # load_clip("mmlib:tiny-clip") and friends
+    register_model(_name, partial(tiny_clip_dir, _name), "mmlib.zoo", _spec.purpose)
+
+
+def tiny_clip_info(name: str = "tiny-clip") -> dict:
+    """Return how a tiny CLIP was made: its training history and final zero-shot accuracy."""
+    return _read(tiny_clip_dir(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny VQGAN and the judges' classifier
+# ---------------------------------------------------------------------------------------------
 
 
 def tiny_vqgan_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of the tiny VQGAN (config + safetensors), training it on first use."""
-    from mmlib import vqgan
-
-    config = vqgan.VQGANTrainConfig()
-    folder = (
-        cache_dir(home)
-        / "models"
-        / model_key("tiny-vqgan", vqgan.TINY_VQGAN, training=asdict(config))
-    )
-    _make_once(folder, lambda: _make_tiny_vqgan(folder, config, home))
-    return folder
+    folder = _vqgan_folder(home)
+    return _make_once(folder, lambda: _make_tiny_vqgan(folder, VQGANTrainConfig(), home))
 
 
-def _make_tiny_vqgan(folder: Path, config, home) -> None:
-    from mmlib import vqgan
+def _vqgan_folder(home=None) -> Path:
+    key = model_key("tiny-vqgan", TINY_VQGAN, training=asdict(VQGANTrainConfig()))
+    return cache_dir(home) / "models" / key
 
+
+def _make_tiny_vqgan(folder: Path, config: VQGANTrainConfig, home) -> None:
+    dev = training_device()
     torch.manual_seed(config.seed)
-    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
-    log.info("training the tiny VQGAN: %d steps, done once and cached", config.steps)
+    model = VQGAN(**TINY_VQGAN)
+    log.info("training the tiny VQGAN: %d steps, once, then cached", config.steps)
     runs = cache_dir(home) / "runs" / folder.name
     before = {}  # the model just before the discriminator joins, for notebook 04
-    history = vqgan.train_vqgan(
-        model, config, folder=runs, on_disc_start=lambda m: before.update(_weights(m))
+    history = train_vqgan(
+        model,
+        config,
+        folder=runs,
+        on_disc_start=lambda m: before.update(state_dict_cpu(m)),
+        device=dev,
     )
-    final = vqgan.evaluate_vqgan(model, n=512)
+    final = evaluate_vqgan(model, n=512)
     info = {
         "name": "tiny-vqgan",
         "trained": True,
-        "mmlib_version": __version__,
+        **_provenance(dev),
         "steps": config.steps,
         "train_seconds": history.last("seconds"),
         "psnr": final["psnr"],
         "codebook_used": final["codebook_used"],
         "perplexity": final["perplexity"],
         "history": history.records,
-        "config": vqgan.TINY_VQGAN,
+        "config": TINY_VQGAN,
     }
-    save_model_dir(folder, model, info, extra={"before_gan.safetensors": before} if before else {})
+    weights = {"model.safetensors": state_dict_cpu(model)}
+    if before:
+        weights["before_gan.safetensors"] = before
+    save_model_dir(folder, weights, info)
+
+
+def tiny_vqgan_info() -> dict:
+    """Return how the tiny VQGAN was made: history, PSNR and codebook use."""
+    return _read(tiny_vqgan_dir())
 
 
 def get_vqgan(profile: str | None = None, device=None, weights: str = "model.safetensors"):
@@ -223,315 +326,67 @@ def get_vqgan(profile: str | None = None, device=None, weights: str = "model.saf
     For the tiny one, `weights="before_gan.safetensors"` gives it as it was just before the
     patch discriminator joined the training.
     """
-    from mmlib import vqgan
-
     if get_profile(profile) == "full":
         ckpt, config = (find_full_file(item) for item in FULL_FILES[1:3])
         if ckpt is None or config is None:
-            from mmlib.clip import WeightsNotFoundError
-
             raise WeightsNotFoundError(
                 "the full profile's VQGAN is not on this machine.\n" + download_instructions()
             )
-        return vqgan.load_vqgan(config, ckpt, device=device)
-    from safetensors.torch import load_file
-
+        return load_vqgan(config, ckpt, device=device)
     folder = tiny_vqgan_dir()
-    model = vqgan.VQGAN(**vqgan.TINY_VQGAN)
-    if not (folder / weights).is_file():
-        raise FileNotFoundError(
-            f"the tiny VQGAN has no {weights!r}; found {sorted(p.name for p in folder.iterdir())}"
-        )
-    model.load_state_dict(load_file(str(folder / weights)))
-    from mmlib.env import get_device
-
+    _read(folder, (weights,))
+    model = VQGAN(**TINY_VQGAN)
+    model.load_state_dict(load_weights(folder / weights))
     return model.to(get_device(device)).eval()
 
 
 def judge_classifier_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of the supervised shape/colour classifier (trained on first use)."""
-    from mmlib import judge
-
     config = judge.ClassifierTrainConfig()
-    folder = cache_dir(home) / "models" / model_key("judge-classifier", judge.config_dict(config))
+    folder = _classifier_folder(home)
 
     def make() -> None:
-        log.info("training the judge classifier: %d steps, done once and cached", config.steps)
-        model, history = judge.train_classifier(config)
+        dev = training_device()
+        log.info("training the judge classifier: %d steps, once, then cached", config.steps)
+        model, history = judge.train_classifier(config, device=dev)
         info = {
             "name": "judge-classifier",
-            "mmlib_version": __version__,
+            **_provenance(dev),
             "accuracy": judge.classifier_accuracy(model),
             "history": history.records,
             "train_seconds": history.last("seconds"),
         }
-        save_model_dir(folder, model, info)
+        save_model_dir(folder, {"model.safetensors": state_dict_cpu(model)}, info)
 
-    _make_once(folder, make)
-    return folder
+    return _make_once(folder, make)
 
 
-def get_judge_classifier():
+def _classifier_folder(home=None) -> Path:
+    key = model_key("judge-classifier", judge.config_dict(judge.ClassifierTrainConfig()))
+    return cache_dir(home) / "models" / key
+
+
+def get_judge_classifier(device=None) -> judge.ShapeColourNet:
     """Return the shape/colour classifier that judges generated pictures, in eval mode."""
-    from safetensors.torch import load_file
-
-    from mmlib.judge import ShapeColourNet
-
-    model = ShapeColourNet()
-    model.load_state_dict(load_file(str(judge_classifier_dir() / "model.safetensors")))
-    return model.eval()
+    folder = judge_classifier_dir()
+    _read(folder, ("model.safetensors",))
+    model = judge.ShapeColourNet()
+    model.load_state_dict(load_weights(folder / "model.safetensors"))
+    return model.to(get_device(device)).eval()
 
 
-def get_judges():
+def get_judges(device=None):
     """Return the two judges: (judge CLIP as (model, preprocess, tokenizer), classifier)."""
-    from mmlib.clip import load_clip
-
-    return load_clip("mmlib:judge-clip"), get_judge_classifier()
-
-
-def tiny_vqgan_info() -> dict:
-    """Return how the tiny VQGAN was made: history, PSNR and codebook use."""
-    return json.loads((tiny_vqgan_dir() / "mmlib.json").read_text())
-
-
-def tiny_clip_info(name: str = "tiny-clip") -> dict:
-    """Return how a tiny CLIP was made: its training history and final zero-shot accuracy."""
-    return json.loads((tiny_clip_dir(name) / "mmlib.json").read_text())
-
-
-def _write_atomically(folder: Path, write) -> Path:
-    """Call write(tmp) on a fresh temporary folder, then rename it to `folder`: the folder
-    appears complete or not at all."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
-
-
-def _weights(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def save_local_dir(folder: Path, model: torch.nn.Module, config: dict, info: dict) -> Path:
-    """Write `model` as an open_clip local-dir folder (config + safetensors + mmlib.json)."""
-
-    def write(tmp: Path) -> None:
-        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-        save_file(_weights(model), str(tmp / "open_clip_model.safetensors"))
-        (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
-
-    return _write_atomically(folder, write)
-
-
-def save_model_dir(
-    folder: Path, model: torch.nn.Module, info: dict, extra: dict | None = None
-) -> Path:
-    """Write weights (model.safetensors), mmlib.json and `extra` {file name: state dict} into
-    `folder` atomically."""
-
-    def write(tmp: Path) -> None:
-        save_file(_weights(model), str(tmp / "model.safetensors"))
-        for name, state in (extra or {}).items():
-            save_file(state, str(tmp / name))
-        (tmp / "mmlib.json").write_text(json.dumps(info, indent=2))
-
-    return _write_atomically(folder, write)
+    return load_clip("mmlib:judge-clip", device=device), get_judge_classifier(device)
 
 
 # ---------------------------------------------------------------------------------------------
-# The full profile's files
-# ---------------------------------------------------------------------------------------------
-
-FULL_CLIP = ("ViT-B-32", "laion2b_s34b_b79k")
-FULL_VQGAN = "vqgan_imagenet_f16_16384"
-
-
-@dataclass(frozen=True)
-class FullFile:
-    """One file the full profile needs: where it comes from and where mmlib looks for it."""
-
-    name: str
-    folder: str  # under MMLIB_HOME/full
-    filename: str
-    url: str
-    size_mb: int | None  # approximate
-    sha256: str | None  # None where no published checksum is known
-    licence: str
-    hf_repo: str | None = None  # also found in the Hugging Face hub cache
-    optional: bool = False  # not used by the course; fetched by `mmlib zoo download full --all`
-
-    def local_path(self, home: str | os.PathLike | None = None) -> Path:
-        return cache_dir(home) / "full" / self.folder / self.filename
-
-
-FULL_FILES: tuple[FullFile, ...] = (
-    FullFile(
-        name="OpenCLIP ViT-B-32 laion2b_s34b_b79k",
-        folder="ViT-B-32-laion2b_s34b_b79k",
-        filename="open_clip_model.safetensors",
-        url="https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors",
-        size_mb=605,
-        sha256=None,
-        licence="MIT (weights released by LAION under MIT)",
-        hf_repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
-    ),
-    FullFile(
-        name="taming VQGAN imagenet f16 16384 (checkpoint)",
-        folder=FULL_VQGAN,
-        filename="last.ckpt",
-        url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
-        size_mb=980,
-        sha256=None,
-        licence="MIT (taming-transformers, CompVis)",
-    ),
-    FullFile(
-        name="taming VQGAN imagenet f16 16384 (config)",
-        folder=FULL_VQGAN,
-        filename="model.yaml",
-        url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
-        size_mb=None,
-        sha256=None,
-        licence="MIT (taming-transformers, CompVis)",
-    ),
-    *(
-        FullFile(
-            name=f"taming {name} ({what})",
-            folder=name,
-            filename=filename,
-            url=f"https://heibox.uni-heidelberg.de/d/{share}/files/?p=%2F{sub}%2F{filename}&dl=1",
-            size_mb=size if what == "checkpoint" else None,
-            sha256=None,
-            licence="MIT (taming-transformers, CompVis)",
-            optional=True,
-        )
-        for name, share, size in (
-            ("vqgan_imagenet_f16_1024", "8088892a516d4e3baf92", 958),
-            ("vqgan_gumbel_f8_8192", "2e5662443a6b4307b470", 376),
-        )
-        for what, sub, filename in (
-            ("checkpoint", "ckpts", "last.ckpt"),
-            ("config", "configs", "model.yaml"),
-        )
-    ),
-)
-
-
-def find_full_file(item: FullFile, home: str | os.PathLike | None = None) -> Path | None:
-    """Return where `item` is on this machine (MMLIB_HOME/full or the hub cache), or None."""
-    local = item.local_path(home)
-    if local.is_file() and local.stat().st_size > 0:
-        return local
-    for alt in (".bin",) if local.suffix == ".safetensors" else ():
-        other = local.with_name("open_clip_pytorch_model" + alt)
-        if other.is_file():
-            return other
-    if item.hf_repo:
-        from mmlib.clip import HF_WEIGHT_FILES, find_in_hf_cache
-
-        return find_in_hf_cache(item.hf_repo, HF_WEIGHT_FILES)
-    return None
-
-
-def full_weights_path(model_name: str, tag: str) -> Path | None:
-    """Return the full profile's CLIP weights for (model_name, tag) if mmlib has them locally."""
-    if (model_name, tag) != FULL_CLIP:
-        return None
-    local = FULL_FILES[0].local_path()
-    for candidate in (local, local.with_name("open_clip_pytorch_model.bin")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def full_profile_status(home: str | os.PathLike | None = None) -> list[dict]:
-    """Return, for each file of the full profile, its name, where it goes and whether it is here."""
-    return [
-        {
-            "name": item.name,
-            "present": find_full_file(item, home) is not None,
-            "path": str(item.local_path(home)),
-            "url": item.url,
-            "size_mb": item.size_mb,
-            "optional": item.optional,
-        }
-        for item in FULL_FILES
-    ]
-
-
-def download_instructions(home: str | os.PathLike | None = None) -> str:
-    """Return exactly what to fetch for the full profile and where to put each file."""
-    lines = ["The full profile needs these files (fetch them where there is a network):"]
-    for item in sorted(FULL_FILES, key=lambda f: f.optional):
-        if item.optional and "optional" not in lines[-1] and "Optional" not in "".join(lines):
-            lines.append(
-                "Optional (other official VQGANs that load_vqgan reads; not used by the course):"
-            )
-        size = f"~{item.size_mb} MB" if item.size_mb else "small"
-        lines.append(f"  - {item.name} ({size}, licence: {item.licence})")
-        lines.append(f"      from: {item.url}")
-        lines.append(f"      put at: {item.local_path(home)}")
-    lines.append("Or copy a whole MMLIB_HOME from a machine where `mmlib zoo download full` ran.")
-    return "\n".join(lines)
-
-
-def _download(url: str, target: Path) -> None:
-    from tqdm.auto import tqdm
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    with urllib.request.urlopen(url, timeout=30) as resp, open(part, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-    with open(part, "rb") as fh:
-        if fh.read(64).lstrip().lower().startswith((b"<!doctype html", b"<html")):
-            part.unlink()
-            raise OSError(f"{url} returned an HTML page instead of the file (a dead link?)")
-    os.replace(part, target)
-
-
-def download_full(home: str | os.PathLike | None = None, include_optional: bool = False) -> bool:
-    """Fetch the full profile's files that are missing; return True when all are present.
-
-    Offline, fetch nothing and print exactly what to fetch and where to put it.
-    """
-    from mmlib.clip import is_offline
-
-    wanted = [item for item in FULL_FILES if include_optional or not item.optional]
-    missing = [item for item in wanted if find_full_file(item, home) is None]
-    if not missing:
-        print("All files of the full profile are present.")
-        return True
-    if is_offline():
-        print("No network here (or HF_HUB_OFFLINE=1): nothing downloaded.\n")
-        print(download_instructions(home))
-        return False
-    ok = True
-    for item in missing:
-        try:
-            _download(item.url, item.local_path(home))
-        except OSError as err:
-            ok = False
-            print(f"Could not download {item.name}: {err}\n  put it at {item.local_path(home)}")
-    return ok
-
-
-# ---------------------------------------------------------------------------------------------
-# Profiles
+# Profiles: the models each notebook gets
 # ---------------------------------------------------------------------------------------------
 
 
 def get_clip(profile: str | None = None, device=None):
     """Return (model, preprocess, tokenizer) of the profile's CLIP: the tiny one or ViT-B-32."""
-    from mmlib.clip import load_clip
-
     if get_profile(profile) == "full":
         return load_clip(FULL_CLIP[0], pretrained=FULL_CLIP[1], device=device)
     return load_clip("mmlib:tiny-clip", device=device)
@@ -543,148 +398,28 @@ def get_generation_clips(profile: str | None = None, device=None) -> list:
     Two tiny CLIPs (seeds 0 and 2, same data) ensembled as pixray does: a picture has to please
     both, so it can no longer pass on one model's quirks (notebook 05 measures the difference).
     """
-    from mmlib.clip import load_clip
-
     if get_profile(profile) == "full":
         return [get_clip("full", device=device)]
     return [get_clip("tiny", device=device), load_clip("mmlib:tiny-clip-b", device=device)]
 
 
-VQGAN_CLIP_BEST_OF = 2  # the benchmark keeps the better of 2 starts, chosen by the tiny CLIPs
+def generation_settings(profile: str | None = None) -> dict:
+    """Return the GenerateConfig fields of a profile.
 
-
-def vqgan_clip_results_dir(home: str | os.PathLike | None = None) -> Path:
-    """Return the folder of VQGAN+CLIP's benchmark: the 20 `judge.benchmark_pairs()` generated
-    with the tiny profile (best of 2 starts by the generator's own CLIPs) and judged twice
-    (made on first use; notebooks 05 and 06 read it)."""
-    from mmlib import generate, judge
-
-    config = generate.GenerateConfig(**generate.profile_settings("tiny"))
-    pairs = judge.benchmark_pairs()
-    inputs = [
-        tiny_clip_dir("tiny-clip", home).name,
-        tiny_clip_dir("tiny-clip-b", home).name,
-        tiny_vqgan_dir(home).name,
-        tiny_clip_dir("judge-clip", home).name,
-        judge_classifier_dir(home).name,
-    ]
-    folder = (
-        cache_dir(home)
-        / "models"
-        / model_key(
-            "vqgan-clip-results",
-            asdict(config),
-            pairs=pairs,
-            models=inputs,
-            best_of=VQGAN_CLIP_BEST_OF,
-        )
-    )
-
-    def make() -> None:
-        log.info(
-            "generating the VQGAN+CLIP benchmark (%d prompts), done once and cached", len(pairs)
-        )
-        results = generate.run_benchmark(
-            get_vqgan("tiny", device="cpu"),
-            get_generation_clips("tiny", device="cpu"),
-            get_judges(),
-            pairs,
-            config,
-            best_of=VQGAN_CLIP_BEST_OF,
-        )
-        images = results.pop("images")
-
-        def write(tmp: Path) -> None:
-            save_file({"images": images.contiguous()}, str(tmp / "images.safetensors"))
-            info = {"name": "vqgan-clip-results", "mmlib_version": __version__, **results}
-            (tmp / "mmlib.json").write_text(json.dumps(info, indent=1))
-
-        _write_atomically(folder, write)
-
-    _make_once(folder, make)
-    return folder
-
-
-def vqgan_clip_results(home: str | os.PathLike | None = None) -> dict:
-    """Return VQGAN+CLIP's cached benchmark: pairs, prompts, images, each judge's verdicts."""
-    from safetensors.torch import load_file
-
-    folder = vqgan_clip_results_dir(home)
-    results = json.loads((folder / "mmlib.json").read_text())
-    results["images"] = load_file(str(folder / "images.safetensors"))["images"]
-    results["pairs"] = [tuple(p) for p in results["pairs"]]
-    for name in ("judge_clip", "classifier"):
-        results[name]["predictions"] = [tuple(p) for p in results[name]["predictions"]]
-    return results
-
-
-def dalle_dir(home: str | os.PathLike | None = None) -> Path:
-    """Return the folder of the course's DALL-E-style token transformer (trained on first use
-    on the tiny VQGAN's tokens of held-out-split scenes in the world DalleTrainConfig picks,
-    then measured with both judges)."""
-    from mmlib import dalle
-
-    config, training = dalle.DalleConfig(), dalle.DalleTrainConfig()
-    vqgan_name = tiny_vqgan_dir(home).name
-    folder = (
-        cache_dir(home)
-        / "models"
-        / model_key(
-            "tiny-dalle",
-            asdict(config),
-            training=asdict(training),
-            vqgan=vqgan_name,
-            sampling=dalle.SAMPLING,
-            draws=dalle.BENCHMARK_DRAWS,
-        )
-    )
-
-    def make() -> None:
-        log.info("training the token transformer: %d steps, done once and cached", training.steps)
-        vqgan = get_vqgan("tiny", device="cpu")
-        runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
-        model, history = dalle.train_dalle(config, training, vqgan, tiny_tokenizer(), folder=runs)
-        clips = get_generation_clips("tiny", device="cpu")  # the course's two CLIPs re-rank
-        evaluation = dalle.evaluate_dalle(
-            model, vqgan, clips, get_judges(), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
-        )
-        evaluation.pop("images"), evaluation.pop("best")  # pictures: not for the JSON
-        info = {
-            "name": "tiny-dalle",
-            "mmlib_version": __version__,
-            "history": history.records,
-            "train_seconds": history.last("seconds"),
-            "sampling": dalle.SAMPLING,
-            "training": asdict(training),
-            "evaluation": evaluation,
-        }
-        dalle.save_dalle(folder, model, info)
-
-    _make_once(folder, make)
-    return folder
-
-
-def get_dalle(device=None):
-    """Return the course's trained token transformer (mmlib.dalle.TokenTransformer), in eval mode."""
-    from mmlib import dalle
-
-    return dalle.load_dalle(dalle_dir(), device=device, tokenizer=tiny_tokenizer())
-
-
-def tiny_dalle_info() -> dict:
-    """Return how the token transformer was made: history, seconds, the judges' verdicts."""
-    return json.loads((dalle_dir() / "mmlib.json").read_text())
+    tiny: 32 px, cutn 16, the defaults (tuned on the 20 benchmark prompts, notebook 05).
+    full: 256 px, cutn 32, crops from half the picture up, no smoothness prior (the settings of
+    the original VQGAN+CLIP notebooks; untuned here: no real weights on this machine).
+    """
+    if get_profile(profile) == "full":
+        return {"size": 256, "cutn": 32, "cut_min": 0.5, "smoothness": 0.0}
+    return {"size": 32, "cutn": 16}
 
 
 def example_images(profile: str | None = None, n: int = 4):
     """Return (images, captions): shapes-world scenes for tiny, scikit-image photos for full."""
     if get_profile(profile) == "full":
-        from mmlib.images import SAMPLE_PHOTOS, sample_photos
-
         photos = sample_photos(list(SAMPLE_PHOTOS)[:n])
         return list(photos.values()), [SAMPLE_PHOTOS[name] for name in photos]
-    from mmlib import toyworld
-
     pairs = [
         ("star", "red"),
         ("circle", "blue"),
@@ -700,6 +435,161 @@ def example_images(profile: str | None = None, n: int = 4):
         for i, pair in enumerate(pairs)
     ]
     return images, [f"{toyworld.article(colour)} {shape}" for shape, colour in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached results: VQGAN+CLIP's benchmark, the token transformer
+# ---------------------------------------------------------------------------------------------
+
+VQGAN_CLIP_BEST_OF = 2  # the benchmark keeps the better of 2 starts, chosen by the tiny CLIPs
+
+
+def vqgan_clip_results_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of VQGAN+CLIP's benchmark: the 20 `judge.benchmark_pairs()` generated
+    with the tiny profile (best of 2 starts by the generator's own CLIPs) and judged twice
+    (made on first use; notebooks 05 and 06 read it)."""
+    config = generate.GenerateConfig(**generation_settings("tiny"))
+    pairs = judge.benchmark_pairs()
+    for name in ("tiny-clip", "tiny-clip-b", "judge-clip"):  # what it needs, made first
+        tiny_clip_dir(name, home)
+    tiny_vqgan_dir(home), judge_classifier_dir(home)
+    folder = _vqgan_clip_folder(home)
+
+    def make() -> None:
+        dev = training_device()
+        log.info("generating the VQGAN+CLIP benchmark (%d prompts), once, then cached", len(pairs))
+        results = generate.run_benchmark(
+            get_vqgan("tiny", device=dev),
+            get_generation_clips("tiny", device=dev),
+            get_judges(device=dev),
+            pairs,
+            config,
+            best_of=VQGAN_CLIP_BEST_OF,
+            device=dev,
+        )
+        images = results.pop("images")
+        info = {"name": "vqgan-clip-results", **_provenance(dev), **results}
+        save_model_dir(folder, {"images.safetensors": {"images": images}}, info)
+
+    return _make_once(folder, make)
+
+
+def _vqgan_clip_folder(home=None) -> Path:
+    inputs = [
+        _clip_folder("tiny-clip", home).name,
+        _clip_folder("tiny-clip-b", home).name,
+        _vqgan_folder(home).name,
+        _clip_folder("judge-clip", home).name,
+        _classifier_folder(home).name,
+    ]
+    key = model_key(
+        "vqgan-clip-results",
+        asdict(generate.GenerateConfig(**generation_settings("tiny"))),
+        pairs=judge.benchmark_pairs(),
+        models=inputs,
+        best_of=VQGAN_CLIP_BEST_OF,
+    )
+    return cache_dir(home) / "models" / key
+
+
+def vqgan_clip_results(home: str | os.PathLike | None = None) -> dict:
+    """Return VQGAN+CLIP's cached benchmark: pairs, prompts, images, each judge's verdicts."""
+    folder = vqgan_clip_results_dir(home)
+    results = _read(folder, ("images.safetensors",))
+    results["images"] = load_weights(folder / "images.safetensors")["images"]
+    results["pairs"] = [tuple(p) for p in results["pairs"]]
+    for name in ("judge_clip", "classifier"):
+        results[name]["predictions"] = [tuple(p) for p in results[name]["predictions"]]
+    return results
+
+
+def dalle_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of the course's DALL-E-style token transformer (trained on first use
+    on the tiny VQGAN's tokens of held-out-split scenes in the world DalleTrainConfig picks,
+    then measured with both judges)."""
+    config, training = TransformerConfig(), dalle.DalleTrainConfig()
+    tiny_vqgan_dir(home)
+    folder = _dalle_folder(home)
+
+    def make() -> None:
+        dev = training_device()
+        log.info("training the token transformer: %d steps, once, then cached", training.steps)
+        vqgan = get_vqgan("tiny", device=dev)
+        runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
+        model, history = dalle.train_dalle(
+            config, training, vqgan, tiny_tokenizer(), folder=runs, device=dev
+        )
+        clips = get_generation_clips("tiny", device=dev)  # the course's two CLIPs re-rank
+        evaluation = dalle.evaluate_dalle(
+            model, vqgan, clips, get_judges(dev), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
+        )
+        evaluation.pop("images"), evaluation.pop("best")  # pictures: not for the JSON
+        info = {
+            "name": "tiny-dalle",
+            **_provenance(dev),
+            "history": history.records,
+            "train_seconds": history.last("seconds"),
+            "sampling": dalle.SAMPLING,
+            "training": asdict(training),
+            "evaluation": evaluation,
+        }
+        save_transformer(folder, model, info)
+
+    return _make_once(folder, make)
+
+
+def _dalle_folder(home=None) -> Path:
+    key = model_key(
+        "tiny-dalle",
+        asdict(TransformerConfig()),
+        training=asdict(dalle.DalleTrainConfig()),
+        vqgan=_vqgan_folder(home).name,
+        sampling=dalle.SAMPLING,
+        draws=dalle.BENCHMARK_DRAWS,
+    )
+    return cache_dir(home) / "models" / key
+
+
+def get_dalle(device=None):
+    """Return the course's trained token transformer (mmlib.transformer.TokenTransformer)."""
+    folder = dalle_dir()
+    _read(folder, ("model.safetensors",))
+    return load_transformer(folder, tiny_tokenizer(), device=device)
+
+
+def tiny_dalle_info() -> dict:
+    """Return how the token transformer was made: history, seconds, the judges' verdicts."""
+    return _read(dalle_dir())
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing a profile
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_folders(home: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Return {name: folder} of everything the tiny profile caches, in the order it is made
+    (nothing is made: the folders may not exist yet)."""
+    return {
+        **{name: _clip_folder(name, home) for name in TINY_MODELS},
+        "tiny-vqgan": _vqgan_folder(home),
+        "judge-classifier": _classifier_folder(home),
+        "vqgan-clip-results": _vqgan_clip_folder(home),
+        "tiny-dalle": _dalle_folder(home),
+    }
+
+
+def missing_models(home: str | os.PathLike | None = None) -> list[str]:
+    """Return the names of the tiny profile's models and results not yet made in MMLIB_HOME."""
+    return [name for name, f in tiny_folders(home).items() if not model_dir_complete(f)]
+
+
+def prepared_summary(home: str | os.PathLike | None = None) -> str:
+    """Return 'all 7' or which of the tiny profile's models are still to be made."""
+    missing = missing_models(home)
+    if not missing:
+        return f"all {len(tiny_folders(home))}"
+    return f"not yet: {', '.join(missing)} (`mmlib zoo prepare` makes them)"
 
 
 def prepare(profile: str | None = None) -> list[str]:

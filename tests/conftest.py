@@ -1,4 +1,14 @@
-"""Shared fixtures: every test runs offline, and zoo tests get a private MMLIB_HOME."""
+"""Shared fixtures: every test runs offline, and zoo tests get a private MMLIB_HOME.
+
+Tests that need the course's trained models ask for `prepared` (or `tiny_clip`): under a bare
+`pytest` on a machine where `mmlib zoo prepare` has not run, they are skipped with a message
+that says so, never trained into your real MMLIB_HOME behind your back. `make test` prepares
+first and sets MMLIB_REQUIRE_PREPARED=1, so there a missing model fails instead of skipping.
+
+MMLIB_START_METHOD=spawn (or forkserver) runs the whole session with that start method for
+worker processes, as macOS and Windows (or Python 3.14 on Linux) do; `make test` runs the
+tests marked `workers` once more that way.
+"""
 
 import os
 
@@ -6,6 +16,12 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_configure(config):
+    from mmlib.env import apply_start_method
+
+    apply_start_method()
 
 
 @pytest.fixture
@@ -17,8 +33,25 @@ def tmp_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_clip():
-    """The tiny CLIP of this run's MMLIB_HOME (untrained if `mmlib zoo prepare` has not run)."""
-    from mmlib.clip import load_clip
+def prepared():
+    """The prepared tiny profile of this run's MMLIB_HOME (skip, or fail under make test,
+    when `mmlib zoo prepare` has not made it)."""
+    from mmlib import zoo
+    from mmlib.env import cache_dir
 
-    return load_clip("mmlib:tiny-clip", device="cpu")
+    missing = zoo.missing_models()
+    if missing:
+        message = (
+            f"needs the course's prepared models; not in {cache_dir()}: {', '.join(missing)}. "
+            f"Run `mmlib zoo prepare` first (`make test` does)."
+        )
+        if os.environ.get("MMLIB_REQUIRE_PREPARED", "") not in ("", "0"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return zoo
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(prepared):
+    """The trained tiny CLIP of this run's MMLIB_HOME."""
+    return prepared.get_clip("tiny", device="cpu")

@@ -9,14 +9,15 @@ import torch
 from safetensors.torch import save_file
 
 from mmlib import zoo
-from mmlib.clip import WeightsNotFoundError, encode_images, encode_texts, load_clip, similarity
+from mmlib.clip import encode_images, encode_texts, load_clip, save_clip, similarity
 from mmlib.toyworld import ShapesWorld, render_image
+from mmlib.weights import WeightsNotFoundError
 
 
 def _tiny_local_dir(folder, seed=0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**json.loads(json.dumps(zoo.TINY_CLIP_CONFIG["model_cfg"])))
-    zoo.save_local_dir(folder, model, zoo.TINY_CLIP_CONFIG, {"trained": False})
+    save_clip(folder, model, zoo.TINY_CLIP_CONFIG, {"trained": False})
     return model
 
 

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from mmlib import contrastive, zoo
+from mmlib.checkpoints import load_checkpoint, read_step
 from mmlib.contrastive import ClipTrainConfig, clip_loss, train_clip
-from mmlib.training import NonFiniteLossError, load_checkpoint, read_step
+from mmlib.training import NonFiniteLossError
 
 SMALL = {
     "steps": 4,

@@ -1,5 +1,6 @@
 """VQGAN+CLIP: prompt syntax, batched cutouts, the losses, determinism, NaN handling, outputs."""
 
+import json
 import math
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 from PIL import Image
 
 from mmlib import generate as g
-from mmlib.vqgan import TINY_VQGAN, VQGAN
+from mmlib.clip import clip_scores
+from mmlib.vqgan import VQGAN
+from mmlib.vqgan_training import TINY_VQGAN
 
 
 @pytest.mark.parametrize(
@@ -142,11 +145,8 @@ def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_
     assert "step 4" in out.stopped and len(out.frames) == 3
     png = g.save_png(out.images[0], tmp_path / "x.png", out.prompts[0], cfg)
     meta = Image.open(png).text
-    assert (
-        meta["prompt"] == "a red star"
-        and meta["seed"] == "3"
-        and '"cutn": 2' in meta["mmlib_settings"]
-    )
+    assert meta["prompt"] == "a red star:1" and meta["seed"] == "3"
+    assert json.loads(meta["mmlib_settings"])["cutn"] == 2
     gif = g.save_video([f[0] for f in out.frames], tmp_path / "x.gif")
     assert Image.open(gif).n_frames == 3
 
@@ -169,7 +169,7 @@ def test_generate_widget_runs_in_the_background_and_stop_really_stops(small_mode
     assert w.run() is None and "not a number" in w.status.value
 
 
-def test_generate_command_writes_png_and_video(tiny_clip, tmp_path, capsys):
+def test_generate_command_writes_png_and_video(prepared, tmp_path, capsys):
     from mmlib.cli import main
 
     out, video = tmp_path / "x.png", tmp_path / "x.gif"
@@ -190,10 +190,20 @@ def test_generate_command_writes_png_and_video(tiny_clip, tmp_path, capsys):
             f"{picture}:0.3",
         ]
     )
-    assert code == 0 and Image.open(out).text["prompt"] == "a red star | a blue background"
+    assert code == 0
+    meta = Image.open(out).text  # every prompt, with its weight, the image prompt by its path
+    assert meta["prompt"] == f"a red star:1 | a blue background:0.5 | [image {picture}]:0.3"
+    assert json.loads(meta["mmlib_prompts"])[2] == {
+        "text": None,
+        "image": str(picture),
+        "weight": 0.3,
+        "stop": float("-inf"),
+    }
     assert Image.open(video).n_frames >= 2
-    with pytest.raises(ValueError, match="not a number"):
-        main(["generate", "a red star:1.5.5", "--steps", "1", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["generate", "a red star:1.5.5", "--steps", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a number" in err and "Traceback" not in err
 
 
 def test_total_variation_is_zero_on_flat_pictures_and_pulls_towards_them():
@@ -241,8 +251,9 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
 
     from mmlib import vqgan as vq
     from mmlib import zoo
+    from mmlib.downloads import FULL_FILES
 
-    clip_item, ckpt_item, config_item = zoo.FULL_FILES[:3]
+    clip_item, ckpt_item, config_item = FULL_FILES[:3]
     for item in (clip_item, ckpt_item):
         item.local_path().parent.mkdir(parents=True, exist_ok=True)
     model = open_clip.create_model("ViT-B-32", pretrained=None)
@@ -256,7 +267,7 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
         ckpt_item.local_path(),
     )
 
-    settings = g.profile_settings("full")
+    settings = zoo.generation_settings("full")
     assert settings["size"] == 256 and settings["cutn"] == 32
     clips, vqgan = zoo.get_generation_clips("full", device="cpu"), zoo.get_vqgan("full", "cpu")
     assert len(clips) == 1 and vqgan.n_embed == 16384 and vqgan.factor == 16
@@ -303,11 +314,11 @@ def test_clip_scores_rank_the_matching_prompt_higher(tiny_clip):
             for i, pair in enumerate([("star", "red"), ("circle", "blue")])
         ]
     )
-    right = g.clip_scores(pictures, ["a red star", "a blue circle"], [tiny_clip])
-    wrong = g.clip_scores(pictures, ["a blue circle", "a red star"], [tiny_clip])
+    right = clip_scores(pictures, ["a red star", "a blue circle"], [tiny_clip])
+    wrong = clip_scores(pictures, ["a blue circle", "a red star"], [tiny_clip])
     assert (right > wrong).all()
     with pytest.raises(ValueError, match="prompts"):
-        g.clip_scores(pictures, ["a red star"], [tiny_clip])
+        clip_scores(pictures, ["a red star"], [tiny_clip])
 
 
 def test_image_prompts_load_now_and_refuse_files_that_are_not_pictures(tmp_path):

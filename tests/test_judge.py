@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mmlib import judge, toyworld, zoo
+from mmlib.checkpoints import read_model_dir
 
 
 def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
@@ -12,11 +13,9 @@ def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
     assert judge.classifier_accuracy(model, per_pair=2) > 1 / 48  # far better than chance
 
 
-def test_the_prepared_judges_recognise_fresh_renders(tiny_clip):
-    clip, classifier = zoo.get_judges()
-    assert (
-        zoo.json.loads((zoo.judge_classifier_dir() / "mmlib.json").read_text())["accuracy"] >= 0.99
-    )
+def test_the_prepared_judges_recognise_fresh_renders(prepared):
+    clip, classifier = zoo.get_judges(device="cpu")
+    assert read_model_dir(zoo.judge_classifier_dir())["accuracy"] >= 0.99
     data = toyworld.PairImages(per_pair=1, seed=77)
     images = torch.stack([data[i][0] for i in range(len(data))])
     verdict = judge.judge(images, data.pairs, clip, classifier)

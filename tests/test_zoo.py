@@ -4,7 +4,8 @@ import pytest
 
 from mmlib import zoo
 from mmlib.cli import main
-from mmlib.clip import WeightsNotFoundError
+from mmlib.downloads import FULL_FILES, download_instructions, full_profile_status
+from mmlib.weights import WeightsNotFoundError, find_local_weights
 
 
 def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
@@ -20,20 +21,20 @@ def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
 
 
 def test_full_profile_registry_lists_source_size_and_place(tmp_home):
-    status = zoo.full_profile_status()
-    assert len(status) == len(zoo.FULL_FILES) >= 3
+    status = full_profile_status()
+    assert len(status) == len(FULL_FILES) >= 3
     assert all(not s["present"] and s["url"].startswith("https://") for s in status)
-    text = zoo.download_instructions()
-    for item in zoo.FULL_FILES:
+    text = download_instructions()
+    for item in FULL_FILES:
         assert item.url in text and str(item.local_path()) in text
 
 
 def test_full_weights_placed_in_mmlib_home_are_found(tmp_home):
-    item = zoo.FULL_FILES[0]
+    item = FULL_FILES[0]
     item.local_path().parent.mkdir(parents=True)
     item.local_path().write_bytes(b"x")
-    assert zoo.full_weights_path(*zoo.FULL_CLIP) == item.local_path()
-    assert zoo.full_profile_status()[0]["present"]
+    assert find_local_weights("ViT-B-32", "laion2b_s34b_b79k") == item.local_path()
+    assert full_profile_status()[0]["present"]
 
 
 def test_download_full_offline_prints_what_to_fetch_and_fails(tmp_home, capsys):
@@ -53,11 +54,6 @@ def test_example_images_come_with_matching_captions(tmp_home):
     images, captions = zoo.example_images("tiny")
     assert len(images) == len(captions) == 4 and images[0].size == (32, 32)
     assert captions[0] == "a red star"
-
-
-def test_doctor_command_runs(tmp_home, capsys):
-    assert main(["doctor"]) == 0
-    assert "profile" in capsys.readouterr().out
 
 
 def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatch):

@@ -1,0 +1,34 @@
+"""`mmlib doctor`: versions, build, device, profile, cache, prepared models, full weights."""
+
+import os
+
+from mmlib.cli import main
+from mmlib.doctor import doctor, torch_build
+
+
+def test_doctor_reports_versions_device_profile_cache_and_full_weights(tmp_home, capsys):
+    report = doctor("tiny")
+    out = capsys.readouterr().out
+    for key in ("torch", "torch build", "open_clip_torch", "device", "profile", "cache_dir"):
+        assert key in report and key in out
+    assert report["torch build"] == torch_build()
+    assert report["cache_dir"] == str(tmp_home)
+    assert report["tiny models prepared"].startswith("not yet: tiny-clip")
+    assert any(k.startswith("full: ") and v == "missing" for k, v in report.items())
+    assert "mmlib zoo download full" in out
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_torch_build_names_cuda_or_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert torch_build() == "CUDA 12.8"
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert torch_build() == "CPU only"
+
+
+def test_doctor_command_runs(tmp_home, capsys):
+    assert main(["doctor"]) == 0
+    assert "profile" in capsys.readouterr().out
