@@ -214,7 +214,8 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `mmlib` command; return its exit status (2 for a mistake the user can fix)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("mmlib").setLevel(logging.INFO)  # mmlib says what it trains; others, warnings
     args = _parser().parse_args(argv)  # argparse itself answers bad arguments with status 2
     debug = args.debug or os.environ.get("MMLIB_DEBUG", "") not in ("", "0")
     try:

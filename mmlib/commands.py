@@ -66,7 +66,7 @@ def train_clip_command(args) -> int:
     )
     history = train_clip(model, tokenizer, config, folder=out / "checkpoint", device=device)
     if rank == 0:
-        zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321)
+        zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, split=args.split)
         info = {
             "trained": True,
             **asdict(config),

@@ -255,7 +255,9 @@ def train_clip(
             bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / scale.item():.3f}")
         if rank == 0 and due(step, config.eval_every, config.steps):
             model.eval()
-            zs = evaluate_shapes(model, None, tokenizer, per_pair=config.eval_per_pair, device=dev)
+            zs = evaluate_shapes(
+                model, None, tokenizer, config.eval_per_pair, device=dev, split=config.split
+            )
             model.train()
             history.log(
                 step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"], seconds=seconds

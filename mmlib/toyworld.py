@@ -7,6 +7,9 @@ caption on every machine. Scenes hold one object ("a small red star"), two objec
 Held-out pairs: the split ``"heldout"`` never shows the (shape, colour) pairs in
 `HELD_OUT_PAIRS`, in images or captions; together they cover every shape and every colour, so
 zero-shot accuracy on them measures composition ("red" + "star" without ever seeing a red star).
+Other splits hold out other pairs with the same property (``"heldout-1"``, ``"heldout-2"``, ...,
+`held_out_pairs`), so a result can be checked on more than one draw of the held-out pairs;
+``"all"`` holds nothing out.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ COUNT_WORDS = {2: "two", 3: "three"}
 
 # One held-out shape for each colour: (c * 5 + 2) % 6 visits every shape.
 HELD_OUT_PAIRS = tuple((SHAPES[(c * 5 + 2) % len(SHAPES)], COLOUR_NAMES[c]) for c in range(8))
-SPLITS = ("heldout", "all")
+SPLITS = ("heldout", "all")  # the course's own; "heldout-N" (N >= 1) names the other draws
 SCENE_MIX = {"single": 0.55, "pair": 0.3, "count": 0.15}
 BACKGROUNDS = ("gradient", "plain")  # plain: one flat grey, PLAIN_BACKGROUND
 PLAIN_BACKGROUND = (90, 90, 90)
@@ -93,11 +96,45 @@ def pair_label(shape: str, colour: str) -> str:
     return f"{colour} {shape}"
 
 
+def _split_number(split: str) -> int | None:
+    """Return N of "heldout-N" (0 for "heldout"), None for "all"; refuse anything else."""
+    if split == "all":
+        return None
+    if split == "heldout":
+        return 0
+    head, _, tail = str(split).partition("-")
+    if head == "heldout" and tail.isdigit() and int(tail) >= 1:
+        return int(tail)
+    raise ValueError(
+        f"split={split!r} is not known; choose 'heldout' (the course's), 'heldout-1', "
+        f"'heldout-2', ... (other held-out pairs) or 'all' (nothing held out)"
+    )
+
+
+def held_out_pairs(split: str = "heldout") -> tuple[tuple[str, str], ...]:
+    """Return the (shape, colour) pairs a split never shows: one shape for each colour, every
+    shape at least once. "heldout" gives HELD_OUT_PAIRS; "heldout-N" a seeded other draw with
+    the same property; "all" none."""
+    n = _split_number(split)
+    if n is None:
+        return ()
+    if n == 0:
+        return HELD_OUT_PAIRS
+    rng = np.random.default_rng([n, 0x5B117])
+    order = [int(i) for i in rng.permutation(len(SHAPES))]  # every shape once ...
+    order += [int(i) for i in rng.choice(len(SHAPES), len(COLOUR_NAMES) - len(SHAPES), False)]
+    colours = [int(i) for i in rng.permutation(len(COLOUR_NAMES))]  # ... then two again
+    return tuple(
+        sorted(
+            ((SHAPES[s], COLOUR_NAMES[c]) for s, c in zip(order, colours, strict=True)),
+            key=lambda p: COLOUR_NAMES.index(p[1]),
+        )
+    )
+
+
 def allowed_pairs(split: str) -> list[tuple[str, str]]:
     """Return the (shape, colour) pairs a split may show."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not known; choose one of {list(SPLITS)}")
-    held = set(HELD_OUT_PAIRS) if split == "heldout" else set()
+    held = set(held_out_pairs(split))
     return [p for p in all_pairs() if p not in held]
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from taming.modules.diffusionmodules.model import Decoder, Encoder
+
+try:
+    from taming.modules.diffusionmodules.model import Decoder, Encoder
+except ImportError as err:  # the core install leaves it to an extra (and to Colab's first cell)
+    raise ImportError(
+        "mmlib's VQGAN is built from taming-transformers' modules, which are not installed: "
+        "pip install --no-deps taming-transformers (its other dependencies are not needed), "
+        "or pip install 'mmlib[vqgan]'"
+    ) from err
 
 # The official vqgan_imagenet_f16_16384 config (its model.yaml), for fixtures and benches.
 F16_16384_CONFIG = {

@@ -1,5 +1,10 @@
 """ipywidgets front ends. They only collect input and show output; the logic lives in the
-modules (`mmlib.zeroshot`, ...), so every widget can be tested by setting values and clicking."""
+modules (`mmlib.zeroshot`, ...), so every widget can be tested by setting values and clicking.
+
+They work with ipywidgets 7 (what Colab has: 7.7.1) and 8 (JupyterLab 4). On Colab with
+ipywidgets 8, Colab renders them only through its custom widget manager, which the widgets
+switch on themselves (`colab_widget_manager`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,43 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from PIL import Image
 
+from mmlib.env import in_colab
 from mmlib.images import to_rgb
 from mmlib.plots import probability_bars
 from mmlib.zeroshot import classify_labels
+
+
+def ipywidgets_major() -> int:
+    """Return the major version of the installed ipywidgets (7 or 8)."""
+    return int(W.__version__.split(".")[0])
+
+
+def colab_widget_manager() -> bool:
+    """On Colab with ipywidgets 8, switch on Colab's custom widget manager (which is the only way
+    Colab shows ipywidgets 8); return True when it did. With ipywidgets 7 (Colab's own) nothing
+    is needed: Colab's built-in manager renders them, and switching would break some widgets."""
+    if ipywidgets_major() < 8 or not in_colab():
+        return False
+    from google.colab import output  # only exists on Colab
+
+    output.enable_custom_widget_manager()
+    return True
+
+
+def uploaded_files(upload: W.FileUpload) -> list[tuple[str, bytes]]:
+    """Return [(file name, content)] of a FileUpload's value in either ipywidgets' shape: 7 gives
+    {name: {"metadata": ..., "content": bytes}}, 8 a tuple of {"name", "content", ...}."""
+    value = upload.value
+    if isinstance(value, dict):
+        items = [(name, item.get("content", b"")) for name, item in value.items()]
+    else:
+        items = [(item["name"], item["content"]) for item in value]
+    return [(name, bytes(content)) for name, content in items]
+
+
+def _show(widget: W.Widget) -> None:
+    colab_widget_manager()
+    display(widget)
 
 
 class ZeroShotWidget:
@@ -41,19 +80,19 @@ class ZeroShotWidget:
         self.upload.observe(self._on_upload, names="value")
 
     def _on_upload(self, change) -> None:
-        files = change["new"]
+        files = uploaded_files(self.upload)
         if not files:
             return
-        f = files[0]
+        name, content = files[-1]
         try:
-            with Image.open(io.BytesIO(bytes(f["content"]))) as img:
+            with Image.open(io.BytesIO(content)) as img:
                 img.load()
-                self.images[f["name"]] = to_rgb(img)
+                self.images[name] = to_rgb(img)
         except Exception as err:  # a bad upload must never kill the widget
-            self._show_error(f"{f['name']!r} is not an image Pillow can read ({err})")
+            self._show_error(f"{name!r} is not an image Pillow can read ({err})")
             return
         self.picker.options = list(self.images)
-        self.picker.value = f["name"]
+        self.picker.value = name
 
     def _show_error(self, message: str) -> None:
         self.error, self.result = message, None
@@ -91,7 +130,7 @@ class ZeroShotWidget:
         )
 
     def _ipython_display_(self) -> None:
-        display(self.widget())
+        _show(self.widget())
 
 
 class SearchWidget:
@@ -143,7 +182,7 @@ class SearchWidget:
         return W.VBox([W.HBox([self.query, self.k, self.button]), self.message, self.gallery])
 
     def _ipython_display_(self) -> None:
-        display(self.widget())
+        _show(self.widget())
 
 
 class GenerateWidget:
@@ -239,4 +278,4 @@ class GenerateWidget:
         )
 
     def _ipython_display_(self) -> None:
-        display(self.widget())
+        _show(self.widget())

@@ -152,13 +152,20 @@ def classify(
     }
 
 
+def a_photo_of(label: str) -> str:
+    """Return 'a photo of a cat.' for 'cat' and for 'a cat' alike (no 'a photo of a a cat.')."""
+    words = label.split()
+    has_article = len(words) > 1 and words[0].lower() in ("a", "an", "the")
+    return f"a photo of {label if has_article else _article(label)}."
+
+
 def classify_labels(
     model,
     preprocess,
     tokenizer,
     image,
     labels: str | Sequence[str],
-    templates: Sequence[Template] = ("a photo of a {}.",),
+    templates: Sequence[Template] = (a_photo_of,),
 ) -> list[tuple[str, float]]:
     """Return [(label, probability)] for one image and labels ("cat, dog" or a list), best first."""
     labels = parse_labels(labels) if isinstance(labels, str) else parse_labels(",".join(labels))
@@ -215,10 +222,13 @@ def evaluate_shapes(
     seed: int = 1234,
     templates: Sequence[Template] = SHAPES_TEMPLATES,
     device=None,
+    split: str = "heldout",
 ) -> dict:
     """Return zero-shot top-1 on seen and held-out (shape, colour) pairs: the course's protocol.
 
-    Single-object renders (fresh: `seed` differs from training), all pairs as classes.
+    Single-object renders (fresh: `seed` differs from training), all pairs as classes; "heldout"
+    is the accuracy on the pairs `split` holds out (for a model trained on "all", on the
+    course's HELD_OUT_PAIRS, which that model saw).
     """
     pairs = toyworld.all_pairs()
     classnames = [toyworld.pair_label(s, c) for s, c in pairs]
@@ -226,7 +236,8 @@ def evaluate_shapes(
     data = toyworld.PairImages(pairs, per_pair=per_pair, seed=seed)
     labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
     result = evaluate(model, preprocess, classifier, data, labels=labels, device=device)
-    held = torch.tensor([pairs.index(p) for p in toyworld.HELD_OUT_PAIRS])
+    held_out = toyworld.held_out_pairs(split) or toyworld.HELD_OUT_PAIRS
+    held = torch.tensor([pairs.index(p) for p in held_out])
     is_held = torch.isin(labels, held)
     correct = result["predictions"] == labels
     return {

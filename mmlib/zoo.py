@@ -246,7 +246,9 @@ def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
         log.info("training %s (%s): %d steps, once, then cached", name, spec.purpose, config.steps)
         runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
         history = train_clip(model, tokenizer, config, folder=runs, device=dev)
-        final = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device=dev)
+        final = evaluate_shapes(
+            model, None, tokenizer, per_pair=20, seed=4321, device=dev, split=spec.split
+        )
         info.update(
             steps=config.steps,
             train_seconds=history.last("seconds"),

@@ -55,3 +55,14 @@ def prepared():
 def tiny_clip(prepared):
     """The trained tiny CLIP of this run's MMLIB_HOME."""
     return prepared.get_clip("tiny", device="cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -151,24 +151,6 @@ def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_
     assert Image.open(gif).n_frames == 3
 
 
-def test_generate_widget_runs_in_the_background_and_stop_really_stops(small_models):
-    from mmlib.widgets import GenerateWidget
-
-    vqgan, clip = small_models
-    w = GenerateWidget(vqgan, [clip], g.GenerateConfig(steps=3, cutn=2), preview_every=1)
-    w.start.click()
-    w.thread.join(timeout=60)
-    assert w.result is not None and w.result.stopped is None and w.preview.value[:4] == b"\x89PNG"
-    assert w.status.value == "done" and not w.start.disabled
-    w.steps.value = 10_000
-    w.start.click()
-    w.stop.click()  # clicked while the loop runs: it ends at its next step
-    w.thread.join(timeout=60)
-    assert not w.thread.is_alive() and "stopped" in w.result.stopped
-    w.prompt.value = "a star:1.2.3"
-    assert w.run() is None and "not a number" in w.status.value
-
-
 def test_generate_command_writes_png_and_video(prepared, tmp_path, capsys):
     from mmlib.cli import main
 

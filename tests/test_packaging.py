@@ -52,3 +52,31 @@ def test_licence_and_credits_are_there():
     readme = (ROOT / "README.md").read_text()
     for credited in ("OpenCLIP", "taming-transformers", "Credits"):
         assert credited in readme
+
+
+def test_every_notebook_installs_only_the_core_on_colab_and_leaves_taming_s_extras_out():
+    import json
+
+    cells = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+        install = [c for c in code if "%pip install" in c]
+        assert len(install) == 1, f"{path.name}: one install cell"
+        cells.add(install[0])
+    (cell,) = cells  # the same cell in every notebook
+    lines = [line.strip() for line in cell.splitlines() if "%pip" in line]
+    assert lines == [
+        '%pip install -q --no-deps "taming-transformers==0.0.1"',
+        '%pip install -q "mmlib @ git+https://github.com/mmlib-course/mmlib"',
+    ]
+    assert 'if "google.colab" in sys.modules:' in cell
+
+
+def test_the_core_needs_no_lab_test_or_lightning_packages_and_keeps_colab_s_widgets():
+    deps = {
+        _norm(r).split(">")[0].split("<")[0].split("=")[0]
+        for r in _pyproject()["project"]["dependencies"]
+    }
+    assert not deps & {"jupyterlab", "papermill", "pytest", "ruff", "taming-transformers"}
+    assert "ipywidgets>=7.6,<9" in {_norm(r) for r in _pyproject()["project"]["dependencies"]}

@@ -246,20 +246,6 @@ def test_cli_indexes_and_queries_with_a_contact_sheet(tiny_clip, tmp_path, capsy
     assert Image.open(sheet).size[0] > 100
 
 
-def test_search_widget_fills_the_gallery(tiny_clip, tmp_path):
-    from mmlib.widgets import SearchWidget
-
-    root = tmp_path / "photos"
-    write_world(root, 20)
-    index = ImageIndex(tmp_path / "idx", tiny_clip)
-    index.build(root, progress=False)
-    w = SearchWidget(index, k=3)
-    w.query.value = "a red circle"
-    assert len(w.gallery.children) == 3 and len(w.hits) == 3
-    w.query.value = "   "
-    assert w.gallery.children == () and "empty" in w.message.value
-
-
 def test_a_dataset_is_indexed_incrementally_beside_folders(tiny_clip, tmp_path):
     world = toyworld.PairImages(per_pair=1, seed=5)  # 48 pictures, one per (shape, colour)
     index = ImageIndex(tmp_path / "idx", tiny_clip)

@@ -60,7 +60,7 @@ def test_the_prepared_tiny_vqgan_reconstructs_held_out_images(prepared):
     assert not torch.equal(model.decoder.conv_out.weight, before.decoder.conv_out.weight)
     ev = vt.evaluate_vqgan(model, n=64, seed=99)
     assert ev["psnr"] >= 23
-    with pytest.raises(FileNotFoundError, match="found"):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors' is missing"):
         zoo.get_vqgan("tiny", weights="nope.safetensors")
 
 
