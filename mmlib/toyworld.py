@@ -321,7 +321,7 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
     (a, b) = scene.background
     ramp = np.linspace(0.0, 1.0, big, dtype=np.float32)[:, None, None]
     bg = np.array(a, np.float32) * (1 - ramp) + np.array(b, np.float32) * ramp
-    canvas = Image.fromarray(np.broadcast_to(bg, (big, big, 3)).astype(np.uint8), "RGB")
+    canvas = Image.fromarray(np.broadcast_to(bg, (big, big, 3)).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     s = SUPERSAMPLE
     for o in scene.objects:

@@ -48,13 +48,18 @@ def norm(name: str) -> str:
 
 
 def colab_pins() -> dict[str, str]:
-    """Return {normalised name: version} of Colab's freeze (local versions like +cu128 dropped)."""
+    """Return {normalised name: version} of Colab's freeze (local versions like +cu128 dropped).
+
+    The CUDA runtime packages (nvidia-*, cuda-*) are left out: Colab's torch is a CUDA 12.8
+    build that PyPI does not serve, and PyPI's torch of the same version brings its own.
+    """
     pins = {}
     for line in PINS.read_text().splitlines():
         line = line.split("#")[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            pins[norm(name)] = version.split("+")[0].strip()
+            if not norm(name).startswith(("nvidia-", "cuda-")):
+                pins[norm(name)] = version.split("+")[0].strip()
     return pins
 
 
