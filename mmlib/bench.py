@@ -295,7 +295,7 @@ def bench_search(quick: bool = False, n: int | None = None, dim: int = 512) -> d
     recall@10 and the time to read the matrix once (the memory-bandwidth floor)."""
     import torch
 
-    from mmlib.search import FaissSearcher, exact_topk, recall_at_k
+    from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
 
     n = n or (100_000 if quick else 1_000_000)
     data = clustered_unit_vectors(n, dim)
@@ -377,7 +377,7 @@ def _indexing_child(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         toyworld.save_scenes(folder, n, seed=5, progress=False)
-        paths = scan_images(folder)
+        paths = [f.path for f in scan_images(folder)[0]]
         encode_images(clip.model, clip.preprocess, paths[:64], progress=False)  # warm-up
         encode_s, _ = _timed(
             lambda: encode_images(clip.model, clip.preprocess, paths, progress=False), 1

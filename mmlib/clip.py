@@ -368,28 +368,75 @@ class _ImageSource(Dataset):
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item)
         if isinstance(item, Image.Image):
+            if min(item.size) < 1:
+                raise ValueError(f"image {i} is {item.size[0]}x{item.size[1]} pixels: empty")
             if self.preprocess is None:  # no PIL pipeline given: resize/normalise as tensors
                 return self.tensor_tf(TF.to_tensor(item.convert("RGB")))
             return self.preprocess(item)
         if isinstance(item, torch.Tensor):
-            if item.ndim != 3:
-                raise ValueError(
-                    f"image {i} is a tensor of shape {tuple(item.shape)}; want (C,H,W)"
-                )
-            return self.tensor_tf(item)
+            return self.tensor_tf(image_tensor(item, i))
         raise ValueError(
             f"image {i} is a {type(item).__name__}; want a PIL image, a path or a (C,H,W) tensor"
         )
+
+
+def image_tensor(x: torch.Tensor, i: int = 0) -> torch.Tensor:
+    """Return image tensor `x` as (3, H, W) floats in [0, 1], or raise a ValueError saying what is
+    wrong with it.
+
+    Accepted: (C, H, W) or (H, W, C) with 1 (grey), 3 (RGB) or 4 (RGBA, put over white)
+    channels, or (H, W) grey; floats in [0, 1], or integers in [0, 255] (uint8, int64, ...).
+    Refused: floats in [0, 255] (ambiguous: divide by 255 first), NaN or inf, empty images.
+    """
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"image {i} is a tensor of shape {tuple(x.shape)}; want (C,H,W)")
+    if x.shape[0] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(2, 0, 1)  # channels last, as numpy and PIL give them
+    if x.shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"image {i} has shape {tuple(x.shape)}: want 1, 3 or 4 channels, first or last"
+        )
+    if x.numel() == 0:
+        raise ValueError(f"image {i} is empty (shape {tuple(x.shape)})")
+    if x.dtype == torch.bool:
+        x = x.float()
+    elif not x.is_floating_point():
+        if x.min() < 0 or x.max() > 255:
+            raise ValueError(f"image {i} is an integer tensor with values outside 0..255")
+        x = x.float() / 255.0
+    else:
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError(f"image {i} holds NaN or infinite values")
+        low, high = x.min().item(), x.max().item()
+        if high > 1.01 and low >= 0 and high <= 255:
+            raise ValueError(
+                f"image {i} is a float tensor with values up to {high:.1f}: mmlib wants floats "
+                f"in [0, 1]; divide it by 255 (or give uint8)"
+            )
+        if low < -0.01 or high > 1.01:
+            raise ValueError(
+                f"image {i} has values in [{low:.2f}, {high:.2f}]; want floats in [0, 1]"
+            )
+        x = x.clamp(0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    elif x.shape[0] == 4:
+        alpha = x[3:4]
+        x = x[:3] * alpha + (1 - alpha)  # over white, as images.to_rgb does
+    return x
 
 
 def _as_items(images) -> Sequence:
     if isinstance(images, (str, os.PathLike, Image.Image)):
         return [images]
     if isinstance(images, torch.Tensor):
-        if images.ndim == 3:
+        if images.ndim in (2, 3):
             return [images]
         if images.ndim == 4:
-            return images  # indexing gives (C,H,W)
+            return images  # indexing gives one image
         raise ValueError(f"images tensor has shape {tuple(images.shape)}; want (N,C,H,W)")
     if isinstance(images, Dataset) and hasattr(images, "__len__"):
         return images

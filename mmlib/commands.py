@@ -7,19 +7,21 @@ table, and returns the exit status.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 
 from mmlib import zoo
 from mmlib.checkpoints import save_model_dir, state_dict_cpu
 from mmlib.clip import save_clip
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.dalle import SAMPLING, DalleTrainConfig, evaluate_dalle, train_dalle
-from mmlib.env import cache_dir
+from mmlib.env import MMLibError, cache_dir
 from mmlib.generate import (
     GenerateConfig,
     check_output_paths,
@@ -29,12 +31,34 @@ from mmlib.generate import (
     save_png,
     save_video,
 )
-from mmlib.images import load_image
+from mmlib.images import display_path, load_image
 from mmlib.search import ImageIndex, contact_sheet, parse_query
 from mmlib.transformer import TransformerConfig, save_transformer
 from mmlib.vqgan import VQGAN
 from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, evaluate_vqgan, train_vqgan
 from mmlib.zeroshot import evaluate_shapes
+
+
+@contextmanager
+def training_into(out: Path, first: bool = True):
+    """Hold OUT/.lock while a training writes into OUT: a second `mmlib train` run on the same
+    --out is refused at once, instead of the two overwriting each other's checkpoints."""
+    if not first:  # torchrun: only the first process writes, and only it takes the lock
+        yield out
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise MMLibError(
+            f"another training is writing to {str(out)!r} right now; wait for it to finish, "
+            f"or give this one another --out"
+        ) from None
+    try:
+        yield out
+    finally:
+        lock.release()
 
 
 def train_clip_command(args) -> int:
@@ -64,7 +88,8 @@ def train_clip_command(args) -> int:
     device = args.device or (
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() and world > 1 else None
     )
-    history = train_clip(model, tokenizer, config, folder=out / "checkpoint", device=device)
+    with training_into(out, rank == 0):
+        history = train_clip(model, tokenizer, config, folder=out / "checkpoint", device=device)
     if rank == 0:
         zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, split=args.split)
         info = {
@@ -95,7 +120,10 @@ def train_vqgan_command(args) -> int:
     torch.manual_seed(args.seed)
     model = VQGAN(**TINY_VQGAN)
     out = Path(args.out)
-    history = train_vqgan(model, config, folder=out / "checkpoint", device=zoo.training_device())
+    with training_into(out):
+        history = train_vqgan(
+            model, config, folder=out / "checkpoint", device=zoo.training_device()
+        )
     ev = evaluate_vqgan(model, n=512)
     info = {
         "config": TINY_VQGAN,
@@ -126,14 +154,15 @@ def train_dalle_command(args) -> int:
     dev = zoo.training_device()
     vqgan = zoo.get_vqgan("tiny", device=dev)
     out = Path(args.out)
-    model, history = train_dalle(
-        TransformerConfig(),
-        train_config,
-        vqgan,
-        zoo.tiny_tokenizer(),
-        folder=out / "checkpoint",
-        device=dev,
-    )
+    with training_into(out):
+        model, history = train_dalle(
+            TransformerConfig(),
+            train_config,
+            vqgan,
+            zoo.tiny_tokenizer(),
+            folder=out / "checkpoint",
+            device=dev,
+        )
     info = {"history": history.records, "training": asdict(train_config)}
     save_transformer(out / "model", model, info)
     ev = evaluate_dalle(
@@ -206,10 +235,17 @@ def search_command(args) -> int:
         query = parse_query(" ".join(args.text))  # a bad query fails before the model loads
         index = ImageIndex.open(root, zoo.get_clip(args.profile))
         hits = index.search(query, k=args.k)
-        width = max(len(h.path) for h in hits) if hits else 4
+        shown = [display_path(h.path) for h in hits]
+        width = max(map(len, shown)) if hits else 4
         print(f"{'rank':>4}  {'score':>6}  path")
-        for h in hits:
-            print(f"{h.rank + 1:>4}  {h.score:6.3f}  {h.path:<{width}}")
+        for h, path in zip(hits, shown, strict=True):
+            print(f"{h.rank + 1:>4}  {h.score:6.3f}  {path:<{width}}")
+        gone = sum(os.path.isabs(h.path) and not os.path.exists(h.path) for h in hits)
+        if gone:
+            print(
+                f"{gone} of these files are no longer on disk: run `mmlib search index FOLDER` "
+                f"again to bring the index up to date"
+            )
         if args.sheet:
             print(f"contact sheet: {contact_sheet(hits, args.sheet, title=' '.join(args.text))}")
         return 0

@@ -1,8 +1,12 @@
-"""Robust image loading: RGB conversion, EXIF orientation, clear errors naming the file."""
+"""Robust image loading: scanning folders without tripping over what is in them, RGB conversion,
+EXIF orientation, bounded decoding, clear errors naming the file."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,56 +40,149 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-MAX_PIXELS = 100_000_000  # larger images are refused as possible decompression bombs
+MAX_PIXELS = 89_478_485  # Pillow's own bound (it warns above it): larger images are refused
 
 
-def scan_images(folder: str | os.PathLike) -> list[Path]:
-    """Return the image files under `folder` (recursively, sorted), ignoring hidden files and
-    folders and files whose suffix is not an image's."""
+@dataclass(frozen=True)
+class ImageFile:
+    """A file that looks like an image, as a folder scan found it (not yet opened)."""
+
+    path: str  # as the file system names it; non-UTF-8 bytes are kept as surrogates
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    def stamp(self) -> str:
+        """Return what changes when the file is written to, renamed over or chmod-ed."""
+        return f"{self.size}:{self.mtime_ns}:{self.ctime_ns}"
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """Return a path printable anywhere (bytes that are not UTF-8 shown as \\xNN escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def scan_images(folder: str | os.PathLike) -> tuple[list[ImageFile], list[tuple[str, str]]]:
+    """Return (image files, problems) under `folder`, recursively, sorted.
+
+    Hidden files and folders and files whose suffix is not an image's are ignored. Only regular
+    files count: a link that leads nowhere, a link loop, a FIFO or a device named like an
+    image, and a folder that cannot be read are problems, each (path, reason), never a crash
+    and never a read that blocks. Links to folders are not followed (no loops).
+    """
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"no folder at {str(root)!r}")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+        raise FileNotFoundError(f"no folder at {display_path(root)!r}")
+    found, problems = [], []
+
+    def unreadable(err: OSError) -> None:
+        problems.append((str(err.filename), f"folder not readable: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(dirpath) / name)
-    return found
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)  # follows links: a dangling one or a loop fails here
+            except OSError as err:
+                problems.append((path, f"cannot look at it: {err.strerror or err}"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append((path, "not a regular file (a FIFO, device or socket)"))
+                continue
+            found.append(ImageFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return found, problems
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_regular(path: str | os.PathLike):
+    """Return a binary file object for `path`, refusing anything but a regular file without ever
+    blocking (a FIFO or a link to /dev/zero is refused before a byte is read)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageLoadError(f"{display_path(path)!r} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """Return the BLAKE2b hash of a regular file's bytes (hex): equal content, equal hash."""
+    h = hashlib.blake2b(digest_size=20)
+    with open_regular(path) as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+SAMPLE = 1 << 16  # bytes read from the start, middle and end of a file by `fingerprint`
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Return a cheap hash of a file: its size and its first, middle and last 64 KiB (all of it
+    when it is at most 192 KiB)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h.update(str(size).encode())
+        for offset in sorted({0, max(0, size // 2 - SAMPLE // 2), max(0, size - SAMPLE)}):
+            fh.seek(offset)
+            h.update(fh.read(SAMPLE))
+    return h.hexdigest()
+
+
+def load_image(
+    path: str | os.PathLike, max_pixels: int = MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
     """Return the image at `path` as an upright RGB PIL image (EXIF orientation applied).
 
+    With `max_side`, the picture is reduced while it is decoded (JPEG draft mode, then a
+    thumbnail): a batch of large photos then holds small pictures, not full-size ones.
     Raises FileNotFoundError when there is no file and ImageLoadError (a ValueError) naming
-    the file when it is not a readable image, is truncated, or has more than `max_pixels`
-    pixels (a decompression bomb: a small file that would fill the memory when decoded).
+    the file when it is not a regular file or not a readable image, is truncated, or has more
+    than `max_pixels` pixels (a decompression bomb: a small file that would fill the memory when
+    decoded).
     """
     p = Path(path)
+    shown = display_path(p)
     if not p.exists():
-        raise FileNotFoundError(f"no image at {str(p)!r} (the path does not exist)")
+        raise FileNotFoundError(f"no image at {shown!r} (the path does not exist)")
     if p.is_dir():
-        raise ImageLoadError(f"{str(p)!r} is a folder, not an image file")
-    if p.stat().st_size == 0:
-        raise ImageLoadError(f"{str(p)!r} is empty (0 bytes), not an image")
+        raise ImageLoadError(f"{shown!r} is a folder, not an image file")
     try:
-        with Image.open(p) as img:
-            if img.width * img.height > max_pixels:
-                raise ImageLoadError(
-                    f"{str(p)!r} is {img.width}x{img.height} pixels, more than max_pixels="
-                    f"{max_pixels}: refused as a possible decompression bomb"
-                )
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageLoadError(f"{str(p)!r} is too large to decode safely ({err})") from err
-    except UnidentifiedImageError as err:
-        raise ImageLoadError(f"{str(p)!r} is not an image file Pillow can read") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageLoadError(f"{str(p)!r} could not be read as an image: {err}") from err
+        fh = open_regular(p)
+    except PermissionError as err:
+        raise ImageLoadError(f"{shown!r} cannot be read: permission denied") from err
+    except OSError as err:
+        raise ImageLoadError(f"{shown!r} cannot be opened: {err.strerror or err}") from err
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ImageLoadError(f"{shown!r} is empty (0 bytes), not an image")
+        try:
+            with Image.open(fh) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageLoadError(
+                        f"{shown!r} is {img.width}x{img.height} pixels, more than max_pixels="
+                        f"{max_pixels}: refused as a possible decompression bomb"
+                    )
+                if max_side is not None:
+                    img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                if max_side is not None and max(img.size) > max_side:
+                    img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+                return to_rgb(img)
+        except ImageLoadError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(f"{shown!r} is too large to decode safely ({err})") from err
+        except UnidentifiedImageError as err:
+            raise ImageLoadError(f"{shown!r} is not an image file Pillow can read") from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageLoadError(f"{shown!r} could not be read as an image: {err}") from err
 
 
 # The photographs that ship inside scikit-image's wheel, with a caption each (as in OpenAI's

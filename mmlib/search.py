@@ -1,12 +1,22 @@
 """Image search: a persistent, incremental, crash-safe index of CLIP embeddings, searched with text,
 images or weighted combinations of both.
 
-The index is a folder holding one SQLite database: a row per image (path, size, mtime, content
-hash, float16 embedding), the model it was made with, and the files that were skipped and why.
-Every batch of embeddings is committed in one transaction, so a build killed at any moment
-leaves a consistent index, and the next build picks up where it stopped. Re-running a build
-embeds only new or changed files; renamed or duplicate files reuse the stored vector of the
-same content; deleted files are dropped.
+The index is a folder holding one SQLite database: a row per image (path, size, change stamp,
+content hashes, float16 embedding), the fingerprint of the model's weights it was made with,
+and the files that were skipped and why. Every batch is committed in one transaction (rolled
+back whole when it fails), so a build killed at any moment leaves a consistent index, and the
+next build picks up where it stopped. Re-running a build embeds only new or changed files;
+renamed or duplicate files reuse the stored vector of the same content; deleted files are
+dropped.
+
+What counts as changed (`ImageIndex.build`): a file whose size, modification time or change
+time (ctime: any write or chmod sets it, and nobody can set it back) differ is fingerprinted
+again (its size and its first, middle and last 64 KiB); a different fingerprint means a new
+content hash and a new vector. So every change made through the file system is seen, a touch
+alone re-embeds nothing. On Windows, where ctime is the creation time, every file is
+fingerprinted at every build, which still sees any change to a small file (up to 192 KiB: the
+fingerprint covers all of it) but not one that keeps a large file's size, times and sampled
+bytes.
 
 Search is exact (one float16 matrix-vector product, then top-k) up to `FAISS_THRESHOLD` rows,
 and approximate with a FAISS inverted-file index above it.
@@ -15,9 +25,11 @@ and approximate with a FAISS inverted-file index above it.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sqlite3
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +41,17 @@ from tqdm.auto import tqdm
 from mmlib import __version__
 from mmlib.clip import encode_images, encode_texts
 from mmlib.env import MMLibError
-from mmlib.images import IMAGE_SUFFIXES, ImageLoadError, load_image, scan_images
+from mmlib.images import (
+    IMAGE_SUFFIXES,
+    ImageFile,
+    ImageLoadError,
+    display_path,
+    file_hash,
+    fingerprint,
+    load_image,
+    scan_images,
+)
+from mmlib.nearest import FaissSearcher, exact_topk
 
 FAISS_THRESHOLD = 200_000  # rows above which search goes through FAISS
 DB_NAME = "index.sqlite"
@@ -70,89 +92,56 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def model_id_of(clip) -> str:
-    """Return a string naming the model of a `load_clip` result (name and weights)."""
-    name, weights = getattr(clip, "name", None), getattr(clip, "weights", None)
-    if name is None:
-        raise ValueError("pass the result of load_clip, or give model_id= explicitly")
-    return f"{name} | {weights}"
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err)
 
 
-def file_hash(path: str | os.PathLike) -> str:
-    """Return the BLAKE2b hash of a file's bytes (hex): equal content, equal hash."""
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Top-k search over a matrix of embeddings
-# ---------------------------------------------------------------------------------------------
-
-
-def exact_topk(
-    matrix: torch.Tensor, queries: torch.Tensor, k: int = 10
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (scores, indices) of the k rows of `matrix` most similar to each query (dot product).
-
-    One matrix product in the matrix's own dtype (float16 stays float16: half the memory
-    traffic), then torch.topk. `queries` is (D,) or (Q, D).
-    """
-    single = queries.ndim == 1
-    if single:  # matrix-vector: the matrix is read once, in float16
-        scores = torch.mv(matrix, queries.to(matrix.dtype)).float()[None]
+def _dataset_item(dataset, key: str) -> tuple[str, object]:
+    """Return (content hash, image) of item `key` ("name:index") of a Dataset."""
+    item = dataset[int(key.rsplit(":", 1)[1])]
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(image, torch.Tensor):
+        raw = image.detach().cpu().contiguous().numpy().tobytes()
+    elif isinstance(image, Image.Image):
+        raw = image.tobytes() + repr((image.mode, image.size)).encode()
     else:
-        scores = (matrix @ queries.to(matrix.dtype).T).T.float()  # (Q, N)
-    top = scores.topk(min(k, matrix.shape[0]), dim=1)
-    return (top.values[0], top.indices[0]) if single else (top.values, top.indices)
+        raise ImageLoadError(f"item {key} is a {type(image).__name__}, not an image")
+    return hashlib.blake2b(raw, digest_size=20).hexdigest(), image
 
 
-class FaissSearcher:
-    """Approximate top-k with a FAISS inverted-file index (float16 storage, inner product)."""
-
-    def __init__(
-        self,
-        matrix: torch.Tensor | np.ndarray,
-        nlist: int | None = None,
-        nprobe: int = 16,
-        seed: int = 0,
-    ):
-        import faiss
-
-        data = np.ascontiguousarray(np.asarray(matrix, dtype=np.float32))
-        n, d = data.shape
-        nlist = nlist or max(1, min(4096, int(np.sqrt(n))))  # ~1000 lists for 1M vectors
-        quantizer = faiss.IndexFlatIP(d)
-        self.index = faiss.IndexIVFScalarQuantizer(
-            quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-        )
-        rng = np.random.default_rng(seed)
-        sample = data[rng.choice(n, size=min(n, max(nlist * 40, 10_000)), replace=False)]
-        self.index.train(sample)
-        self.index.add(data)
-        self.index.nprobe = nprobe
-
-    def search(self, queries, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.index.d))
-        scores, idx = self.index.search(q, k)
-        return torch.from_numpy(scores), torch.from_numpy(idx)
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Return a hash of a model's weights: the same weights under any name give the same one."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def precision_at_k(hits: Sequence[Hit], relevant) -> float:
-    """Return the fraction of `hits` for which `relevant(path)` is true."""
-    if not hits:
-        raise ValueError("no hits: precision@k needs at least one result")
-    return sum(bool(relevant(h.path)) for h in hits) / len(hits)
+def db_key(path: str) -> str:
+    """Return how a path is stored: as itself, with '%' and any byte that is not UTF-8 (a
+    surrogate from os.fsdecode) written as %XX, so every file name is stored losslessly."""
+    out = []
+    for ch in path:
+        if ch == "%":
+            out.append("%25")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"%{ord(ch) - 0xDC00:02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
-def recall_at_k(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    """Return the mean fraction of each query's exact top-k found in its approximate top-k."""
-    hits = [
-        len(set(a.tolist()) & set(e.tolist())) / len(e) for a, e in zip(approx, exact, strict=True)
-    ]
-    return float(np.mean(hits))
+def path_of(key: str) -> str:
+    """Return the path a stored key stands for (the inverse of `db_key`)."""
+    if "%" not in key:
+        return key
+    parts = key.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        byte = int(part[:2], 16)
+        out.append(("%" if byte == 0x25 else chr(0xDC00 + byte)) + part[2:])
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,19 +151,19 @@ def recall_at_k(approx: torch.Tensor, exact: torch.Tensor) -> float:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, hash TEXT NOT NULL,
-    vector BLOB NOT NULL);
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, stamp TEXT NOT NULL, quick TEXT NOT NULL,
+    hash TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS images_hash ON images (hash);
-CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER, mtime REAL,
+CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, stamp TEXT NOT NULL,
     reason TEXT NOT NULL);
 """
+SCHEMA_VERSION = "2"
 
 
 class ImageIndex:
-    """A persistent image index in folder `root`, tied to one CLIP model.
+    """A persistent image index in folder `root`, tied to one CLIP model's weights.
 
-    >>> clip = load_clip("mmlib:tiny-clip")
-    >>> index = ImageIndex("my_index", clip)
+    >>> index = ImageIndex("my_index", zoo.get_clip())
     >>> index.build("photos/")            # again later: only new/changed files are embedded
     >>> index.search("a purple star", k=5)
     """
@@ -187,14 +176,18 @@ class ImageIndex:
         batch_size: int = 64,
         device=None,
     ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.root = Path(root)
         self.model, self.preprocess, self.tokenizer = clip
-        self.model_id = model_id or model_id_of(clip)
+        self.model_name = getattr(clip, "name", type(self.model).__name__)
+        self.model_id = model_id or "weights:" + model_fingerprint(self.model)
         self.batch_size, self.device = batch_size, device
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.root / DB_NAME, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._check_schema()
         self.db.executescript(SCHEMA)
         self._check_model()
         self._cache: tuple[list[str], torch.Tensor] | None = None
@@ -214,30 +207,57 @@ class ImageIndex:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _check_model(self) -> None:
-        row = self.db.execute("SELECT value FROM meta WHERE key='model_id'").fetchone()
-        if row is None:
-            self.db.execute("BEGIN")
-            self.db.execute("INSERT INTO meta VALUES ('model_id', ?)", (self.model_id,))
-            self.db.execute("INSERT INTO meta VALUES ('mmlib_version', ?)", (__version__,))
-            self.db.execute("COMMIT")
-        elif row[0] != self.model_id:
+    def _check_schema(self) -> None:
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(images)")]
+        if columns and "stamp" not in columns:
+            self.db.close()
             raise ModelMismatchError(
-                f"the index in {str(self.root)!r} was built with model {row[0]!r}, not "
-                f"{self.model_id!r}: their embeddings cannot be mixed. Use the same model, or "
-                f"rebuild: delete the folder {str(self.root)!r} (or use another one) and build again."
+                f"the index in {str(self.root)!r} was made by an older mmlib; delete the folder "
+                f"{str(self.root)!r} (or use another one) and build again"
             )
+
+    def _check_model(self) -> None:
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        if "model_id" not in meta:
+            with self._transaction():
+                for key, value in (
+                    ("model_id", self.model_id),
+                    ("model_name", self.model_name),
+                    ("mmlib_version", __version__),
+                    ("schema", SCHEMA_VERSION),
+                ):
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        elif meta["model_id"] != self.model_id:
+            raise ModelMismatchError(
+                f"the index in {str(self.root)!r} was built with other model weights "
+                f"({meta.get('model_name', '?')}, {meta['model_id']}) than these "
+                f"({self.model_name}, {self.model_id}): their embeddings cannot be mixed. Use "
+                f"the same model, or delete the folder {str(self.root)!r} (or use another one) "
+                f"and build again."
+            )
+
+    @contextmanager
+    def _transaction(self):
+        """All the statements inside, or none of them (rolled back on any error)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
     def paths(self) -> list[str]:
         """Return the indexed paths, in row order."""
-        return [r[0] for r in self.db.execute("SELECT path FROM images ORDER BY path")]
+        return [path_of(r[0]) for r in self.db.execute("SELECT path FROM images ORDER BY path")]
 
     def skipped(self) -> list[tuple[str, str]]:
-        """Return [(path, reason)] of the files the last builds could not index."""
-        return list(self.db.execute("SELECT path, reason FROM skipped ORDER BY path"))
+        """Return [(path, reason)] of the files and folders the builds could not index."""
+        rows = self.db.execute("SELECT path, reason FROM skipped ORDER BY path")
+        return [(path_of(k), why) for k, why in rows]
 
     def close(self) -> None:
         self.db.close()
@@ -248,123 +268,163 @@ class ImageIndex:
         """Index every image under folder `source` (recursively), or every item of a Dataset
         (rows named "`name`:index"); return what was done.
 
-        Only what changed is embedded; rows of this source that disappeared are dropped (other
-        folders in the same index are left alone). Hidden folders and non-image files are
-        ignored; unreadable images are skipped with the reason recorded (see `skipped()`), and
-        one bad file never stops a build.
+        Only what changed is embedded (see the module's docstring for what counts as a change);
+        rows of this source that disappeared are dropped, other folders in the same index are
+        left alone, and a folder deleted as a whole is removed from the index. Hidden folders
+        and non-image files are ignored. Anything that cannot be indexed (an unreadable file or
+        folder, a broken link, a FIFO, a decompression bomb) is skipped with the reason recorded
+        (`skipped()`) and tried again when it may have changed; one bad entry never stops a
+        build. Pictures are reduced as they are decoded, so a batch's memory stays bounded.
         """
         if isinstance(source, (str, os.PathLike)):
-            folder = Path(source)
+            folder = Path(source).absolute()
+            scope = db_key(str(folder.resolve() if folder.exists() else folder) + os.sep)
             if not folder.is_dir():
-                raise FileNotFoundError(f"no folder at {str(folder)!r} to index")
-            found = {}
-            for p in scan_images(folder):
-                st = p.stat()
-                found[str(p.resolve())] = (st.st_size, st.st_mtime)
-            scope = str(folder.resolve()) + os.sep
-            return self._build(found, scope, self._file_item, progress)
+                gone = self._rows_in(scope)
+                if not gone or folder.exists():
+                    raise FileNotFoundError(f"no folder at {display_path(folder)!r} to index")
+                return self._finish(scope, set(), 0, 0, 0, progress)  # it was deleted
+            files, problems = scan_images(folder.resolve())
+            return self._build_files(files, problems, scope, progress)
         if not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
             raise ValueError(f"source must be a folder or a Dataset, got {type(source).__name__}")
-        items = {f"{name}:{i}": (i, -1.0) for i in range(len(source))}
-        return self._build(items, f"{name}:", lambda key: self._dataset_item(source, key), progress)
+        return self._build_dataset(source, f"{name}:", progress)
 
-    @staticmethod
-    def _file_item(key: str):
-        return file_hash(key), lambda: load_image(key)
-
-    @staticmethod
-    def _dataset_item(dataset, key: str):
-        item = dataset[int(key.rsplit(":", 1)[1])]
-        image = item[0] if isinstance(item, (tuple, list)) else item
-        if isinstance(image, torch.Tensor):
-            raw = image.detach().cpu().contiguous().numpy().tobytes()
-        elif isinstance(image, Image.Image):
-            raw = image.tobytes() + repr((image.mode, image.size)).encode()
-        else:
-            raise ImageLoadError(f"item {key} is a {type(image).__name__}, not an image")
-        return hashlib.blake2b(raw, digest_size=20).hexdigest(), lambda: image
-
-    def _build(self, found: dict, scope: str, fetch, progress: bool) -> BuildReport:
-        rows_in_scope = self.db.execute(
-            "SELECT path, size, mtime, hash FROM images WHERE substr(path, 1, ?) = ?",
+    def _rows_in(self, scope: str) -> dict[str, tuple]:
+        rows = self.db.execute(
+            "SELECT path, size, stamp, quick, hash FROM images WHERE substr(path, 1, ?) = ?",
             (len(scope), scope),
         )
-        known = {r[0]: (r[1], r[2], r[3]) for r in rows_in_scope}
-        bad = {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT path, size, mtime FROM skipped")}
-        is_file = scope.endswith(os.sep)
-        # files: unchanged when size and mtime match; dataset items: when the content hash does
-        todo = [
-            k
-            for k, st in found.items()
-            if not is_file or (known.get(k, (None, None))[:2] != st and bad.get(k) != st)
-        ]
-        unchanged = sum(
-            1 for k, st in found.items() if is_file and known.get(k, (None,) * 3)[:2] == st
+        return {r[0]: r[1:] for r in rows}
+
+    def _skipped_in(self, scope: str) -> dict[str, str]:
+        rows = self.db.execute(
+            "SELECT path, stamp FROM skipped WHERE substr(path, 1, ?) = ?", (len(scope), scope)
         )
+        return dict(rows)
+
+    def _build_files(self, files: list[ImageFile], problems, scope: str, progress) -> BuildReport:
+        known, bad = self._rows_in(scope), self._skipped_in(scope)
+        always = os.name == "nt"  # Windows' ctime is the creation time: fingerprint every file
+        todo, touched, unchanged = [], [], 0
+        for f in files:
+            key = db_key(f.path)
+            if key in known:
+                _, stamp, quick, _ = known[key]
+                if stamp == f.stamp() and not always:
+                    unchanged += 1
+                    continue
+                try:
+                    now = fingerprint(f.path)
+                except (OSError, ImageLoadError):
+                    now = None
+                if now == quick and now is not None:  # touched, not changed
+                    touched.append((f.stamp(), key))
+                    unchanged += 1
+                    continue
+            elif bad.get(key) == f.stamp():
+                continue  # skipped before and not changed since
+            todo.append(f)
+        skips = [(db_key(path), "", why) for path, why in problems]
         embedded = reused = 0
+        with self._transaction():
+            self.db.executemany("UPDATE images SET stamp=? WHERE path=?", touched)
+            self.db.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?)", skips)
         bar = tqdm(total=len(todo), desc="index images", unit="img", disable=not progress)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            rows, new, skips, items = [], [], [], {}
-            for key in chunk:
+            items, skips = [], []
+            for f in chunk:
                 try:
-                    items[key] = fetch(key)
+                    items.append((f, fingerprint(f.path), file_hash(f.path)))
                 except (OSError, ImageLoadError) as err:
-                    skips.append((key, *found[key], f"unreadable: {err}"))
-            if not is_file:  # dataset items whose content is unchanged need nothing
-                same = [
-                    k for k, (digest, _) in items.items() if k in known and known[k][2] == digest
-                ]
-                unchanged += len(same)
-                for k in same:
-                    items.pop(k)
-            marks = ",".join("?" * len(items))
-            stored = dict(
-                self.db.execute(
-                    f"SELECT hash, vector FROM images WHERE hash IN ({marks})",
-                    [d for d, _ in items.values()],
-                )
-            )
-            for key, (digest, load) in items.items():
-                size, mtime = found[key]
-                vector = stored.get(digest)
-                if vector is not None:  # renamed or duplicate content: reuse the vector
-                    rows.append((key, size, mtime, digest, vector))
-                    reused += 1
-                    continue
-                try:
-                    new.append((key, size, mtime, digest, load()))
-                except (ImageLoadError, FileNotFoundError) as err:
-                    skips.append((key, size, mtime, str(err)))
-            if new:
-                feats = encode_images(
-                    self.model,
-                    self.preprocess,
-                    [n[4] for n in new],
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    progress=False,
-                )
-                vectors = feats.half().numpy()
-                rows += [
-                    (k, s, m, h, vectors[i].tobytes()) for i, (k, s, m, h, _) in enumerate(new)
-                ]
-                embedded += len(new)
-            self.db.execute("BEGIN")  # one transaction per batch: all of it is kept, or none
-            self.db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?)", rows)
-            self.db.executemany("DELETE FROM skipped WHERE path=?", [(r[0],) for r in rows])
-            self.db.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", skips)
-            self.db.execute("COMMIT")
+                    skips.append((db_key(f.path), f.stamp(), f"unreadable: {_reason(err)}"))
+            e, r = self._store(items, skips, lambda f: load_image(f.path, max_side=self._side()))
+            embedded, reused = embedded + e, reused + r
             bar.update(len(chunk))
         bar.close()
-        gone = [(k,) for k in known if k not in found]
-        self.db.execute("BEGIN")
-        self.db.executemany("DELETE FROM images WHERE path=?", gone)
-        self.db.executemany(
-            "DELETE FROM skipped WHERE path=?",
-            [(k,) for k in bad if k.startswith(scope) and k not in found],
+        seen = {db_key(f.path) for f in files} | {s[0] for s in skips}
+        seen |= {db_key(path) for path, _ in problems}
+        return self._finish(scope, seen, embedded, reused, unchanged, progress)
+
+    def _side(self) -> int:
+        """Return the side pictures are reduced to while decoding: twice the model's input."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return 2 * max(size if isinstance(size, int) else max(size), 32)
+
+    def _store(self, items, skips, load) -> tuple[int, int]:
+        """Embed (or reuse the vectors of) `items` [(entry, quick, hash)] and write them and
+        `skips` in one transaction; return (embedded, reused)."""
+        marks = ",".join("?" * len(items))
+        stored = dict(
+            self.db.execute(
+                f"SELECT hash, vector FROM images WHERE hash IN ({marks})", [i[2] for i in items]
+            )
         )
-        self.db.execute("COMMIT")
+        rows, new = [], []
+        for entry, quick, digest in items:
+            key, size, stamp = self._describe(entry)
+            if digest in stored:  # renamed or duplicate content: reuse the vector
+                rows.append((key, size, stamp, quick, digest, stored[digest]))
+                continue
+            try:
+                new.append((key, size, stamp, quick, digest, load(entry)))
+            except (OSError, ImageLoadError) as err:
+                skips.append((key, stamp, _reason(err)))
+        reused = len(rows)
+        if new:
+            feats = encode_images(
+                self.model,
+                self.preprocess,
+                [n[5] for n in new],
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=False,
+            )
+            vectors = feats.half().numpy()
+            rows += [(*n[:5], vectors[i].tobytes()) for i, n in enumerate(new)]
+        with self._transaction():  # one transaction per batch: all of it is kept, or none
+            self.db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany("DELETE FROM skipped WHERE path=?", [(r[0],) for r in rows])
+            self.db.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?)", skips)
+        return len(new), reused
+
+    @staticmethod
+    def _describe(entry) -> tuple[str, int, str]:
+        if isinstance(entry, ImageFile):
+            return db_key(entry.path), entry.size, entry.stamp()
+        key, _ = entry
+        return key, 0, ""
+
+    def _build_dataset(self, dataset, scope: str, progress: bool) -> BuildReport:
+        known = self._rows_in(scope)
+        embedded = reused = unchanged = 0
+        keys = [f"{scope}{i}" for i in range(len(dataset))]
+        bar = tqdm(total=len(keys), desc="index images", unit="img", disable=not progress)
+        for start in range(0, len(keys), self.batch_size):
+            items, skips = [], []
+            for key in keys[start : start + self.batch_size]:
+                try:
+                    digest, image = _dataset_item(dataset, key)
+                except (OSError, ImageLoadError, ValueError) as err:
+                    skips.append((key, "", f"unreadable: {_reason(err)}"))
+                    continue
+                if key in known and known[key][3] == digest:
+                    unchanged += 1
+                else:
+                    items.append(((key, image), digest, digest))
+            e, r = self._store(items, skips, lambda entry: entry[1])
+            embedded, reused = embedded + e, reused + r
+            bar.update(min(self.batch_size, len(keys) - start))
+        bar.close()
+        return self._finish(scope, set(keys), embedded, reused, unchanged, progress)
+
+    def _finish(self, scope, seen, embedded, reused, unchanged, progress) -> BuildReport:
+        gone = [(k,) for k in self._rows_in(scope) if k not in seen]
+        stale = [(k,) for k in self._skipped_in(scope) if k not in seen]
+        with self._transaction():
+            self.db.executemany("DELETE FROM images WHERE path=?", gone)
+            self.db.executemany("DELETE FROM skipped WHERE path=?", stale)
         self._cache, self._faiss = None, None
         report = BuildReport(embedded, reused, unchanged, len(gone), self.skipped())
         if progress:
@@ -381,7 +441,7 @@ class ImageIndex:
                 raise ValueError(f"the index in {str(self.root)!r} is empty: build it first")
             vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
             self._cache = (
-                [r[0] for r in rows],
+                [path_of(r[0]) for r in rows],
                 torch.from_numpy(vectors.reshape(len(rows), -1).copy()),
             )
         return self._cache
@@ -390,7 +450,9 @@ class ImageIndex:
         """Return the normalised embedding of a query.
 
         A query is a text, an image (PIL image or path), or a list of (query, weight) pairs
-        whose embeddings are summed with their weights ("beach" + "sunset" - "people").
+        whose embeddings are summed with their weights ("beach" + "sunset" - "people"). A string
+        is an image only when it names an existing file (or looks like a path: then a missing
+        file is an error); "a screenshot.png" with no such file is text.
         """
         if (
             isinstance(query, (list, tuple))
@@ -399,24 +461,23 @@ class ImageIndex:
         ):
             total = 0
             for part, weight in query:
-                if not isinstance(weight, (int, float)):
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)):
                     raise ValueError(f"weight {weight!r} of {part!r} is not a number")
+                if not math.isfinite(weight):
+                    raise ValueError(f"weight {weight!r} of {part!r} must be a finite number")
                 total = total + float(weight) * self.query_vector(part)
             norm = torch.linalg.vector_norm(total)
             if norm < 1e-8:
                 raise ValueError("the weighted query adds up to nothing (all weights cancel)")
             return total / norm
-        if (
-            isinstance(query, str)
-            and query.strip()
-            and Path(query).suffix.lower() not in IMAGE_SUFFIXES
-        ):
-            return encode_texts(
-                self.model, self.tokenizer, [query], device=self.device, progress=False
-            )[0]
-        if isinstance(query, (str, os.PathLike, Image.Image)):
-            if isinstance(query, str) and not query.strip():
+        if isinstance(query, str):
+            if not query.strip():
                 raise ValueError("the query is empty: type some text or give an image")
+            if not _is_image_path(query):
+                return encode_texts(
+                    self.model, self.tokenizer, [query], device=self.device, progress=False
+                )[0]
+        if isinstance(query, (str, os.PathLike, Image.Image)):
             return encode_images(
                 self.model, self.preprocess, [query], device=self.device, progress=False
             )[0]
@@ -434,6 +495,8 @@ class ImageIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         paths, matrix = self.matrix()
         q = self.query_vector(query)
+        if not torch.isfinite(q).all():
+            raise ValueError(f"the query {query!r} gives no usable vector (not finite)")
         use_faiss = method == "faiss" or (method == "auto" and len(paths) > FAISS_THRESHOLD)
         if method not in ("auto", "exact", "faiss"):
             raise ValueError(f"method={method!r}; choose 'auto', 'exact' or 'faiss'")
@@ -471,41 +534,76 @@ class ImageIndex:
         return {"images": len(self), "skipped": len(self.skipped()), **meta, "root": str(self.root)}
 
 
+def _is_image_path(text: str) -> bool:
+    """Return True when a query string is meant as an image file (see `query_vector`)."""
+    if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    if Path(text).expanduser().is_file():
+        return True
+    if os.sep in text or (os.altsep and os.altsep in text) or text.startswith(("~", ".")):
+        raise FileNotFoundError(f"no image at {text!r} (a query that looks like a path)")
+    return False
+
+
 def parse_query(text: str):
     """Return a query from command-line text: plain text, or weighted parts separated by commas,
-    "a beach:1, a sunset:1, people:-1" (a part without a weight counts 1)."""
+    "a beach:1, a sunset:1, people:-1" (a part without a weight counts 1).
+
+    A part's last ":number" is its weight only when the character before the colon is not a
+    digit, so "time: 10:30" stays text; a weight must be a finite number (no nan, no inf).
+    """
     text = text.strip()
     if not text:
         raise ValueError("the query is empty")
-    if ":" not in text:
-        return text
-    parts = []
+    parts, weighted = [], False
     for chunk in text.split(","):
-        words, colon, weight = chunk.strip().rpartition(":")
-        if not colon:
-            words, weight = chunk.strip(), "1"
-        try:
-            parts.append((words.strip(), float(weight)))
-        except ValueError:
-            raise ValueError(f"weight {weight!r} in {chunk.strip()!r} is not a number") from None
+        chunk = chunk.strip()
+        words, colon, raw = chunk.rpartition(":")
+        weight = None
+        if colon and words and not words[-1].isdigit():
+            try:
+                weight = float(raw)
+            except ValueError:
+                weight = None
+                if raw.strip() and raw.strip()[0] in "+-.0123456789":
+                    raise ValueError(
+                        f"weight {raw.strip()!r} in {chunk!r} is not a number"
+                    ) from None
+        if weight is not None and not math.isfinite(weight):
+            raise ValueError(f"the weight in {chunk!r} is {raw.strip()}; give a finite number")
+        if weight is None:
+            words, weight = chunk, 1.0
+        else:
+            weighted = True
         if not words.strip():
-            raise ValueError(f"part {chunk.strip()!r} has a weight but no words")
+            raise ValueError(f"part {chunk!r} has a weight but no words")
+        parts.append((words.strip(), weight))
+    if not weighted and len(parts) == 1:
+        return parts[0][0]
     return parts
 
 
 def contact_sheet(
     hits: Sequence[Hit], out: str | os.PathLike, title: str = "", thumb: int = 96
 ) -> Path:
-    """Write a PNG of the hits' thumbnails with rank and score; return its path."""
+    """Write a PNG of the hits' thumbnails with rank and score (a grey tile for a file that is
+    gone or unreadable now); return its path."""
+    import matplotlib.pyplot as plt
+
     from mmlib.plots import image_grid
 
     if not hits:
         raise ValueError("no hits to draw")
-    images = [load_image(h.path).resize((thumb, thumb)) for h in hits]
-    fig = image_grid(images, [f"#{h.rank + 1}  {h.score:.3f}" for h in hits], ncols=5, title=title)
+    images, titles = [], []
+    for h in hits:
+        try:
+            images.append(load_image(h.path, max_side=4 * thumb).resize((thumb, thumb)))
+            titles.append(f"#{h.rank + 1}  {h.score:.3f}")
+        except (OSError, ImageLoadError):
+            images.append(Image.new("RGB", (thumb, thumb), (128, 128, 128)))
+            titles.append(f"#{h.rank + 1}  (file gone)")
+    fig = image_grid(images, titles, ncols=5, title=title)
     out = Path(out)
     fig.savefig(out, dpi=100)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return out

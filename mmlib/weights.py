@@ -122,6 +122,24 @@ def resolve_hf_file(
     )
 
 
+def _check_safetensors_length(path: Path) -> None:
+    """Raise a ValueError when a safetensors file is shorter (or longer) than its header says:
+    a download that was cut short keeps a valid header and loses tensors at the end."""
+    import json
+    import struct
+
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > path.stat().st_size:
+            raise ValueError(f"its header claims {n} bytes, more than the file holds")
+        header = json.loads(fh.read(n))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != path.stat().st_size:
+        raise ValueError(
+            f"it holds {path.stat().st_size} bytes where its header needs {8 + n + end}"
+        )
+
+
 def check_checkpoint_file(
     path: str | os.PathLike, weights_only: bool = True, hint: str = "Download the file again."
 ) -> Path:
@@ -130,10 +148,7 @@ def check_checkpoint_file(
     path = check_file(path, "checkpoint", hint)
     try:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
+            _check_safetensors_length(path)
         else:
             torch.load(path, map_location="meta", weights_only=weights_only, mmap=True)
     except Exception as err:

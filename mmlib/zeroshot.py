@@ -51,9 +51,14 @@ def parse_labels(text: str) -> list[str]:
 def _fill(template: Template, classname: str) -> str:
     if callable(template):
         return template(classname)
-    if "{}" not in template:
-        raise ValueError(f"template {template!r} has no '{{}}' where the class name goes")
-    return template.format(classname)
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(
+            f"template {template!r} must hold exactly one '{{}}', where the class name goes"
+        )
+    try:
+        return template.format(classname)
+    except (IndexError, KeyError, ValueError) as err:
+        raise ValueError(f"template {template!r} cannot be filled in ({err})") from None
 
 
 def build_classifier(
@@ -65,9 +70,17 @@ def build_classifier(
 ) -> torch.Tensor:
     """Return the zero-shot classifier, (embedding dim x classes): per class the renormalised mean
     of its normalised template embeddings (as open_clip's build_zero_shot_classifier)."""
+    if isinstance(classnames, str):
+        raise ValueError(
+            f"classnames must be a list of names, got the string {classnames!r} "
+            f"(for 'cat, dog' use parse_labels, or write ['cat', 'dog'])"
+        )
     classnames = list(classnames)
     if not classnames:
         raise ValueError("classnames is empty: give at least one class")
+    empty = [i for i, c in enumerate(classnames) if not isinstance(c, str) or not c.strip()]
+    if empty:
+        raise ValueError(f"class name {empty[0]} is {classnames[empty[0]]!r}: give it a name")
     dupes = sorted({n for n in classnames if classnames.count(n) > 1})
     if dupes:
         raise ValueError(f"classnames has duplicates {dupes}: each class must be named once")
@@ -133,6 +146,8 @@ def classify(
     Probabilities are softmax(logit_scale * cosine); `logit_scale` defaults to the model's own
     learned value (100 for CLIP: cosines lie in [-1, 1], too close together for a softmax).
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
     if classnames is not None and len(classnames) != classifier.shape[1]:
         raise ValueError(
             f"{len(classnames)} classnames for {classifier.shape[1]} classifier columns"

@@ -17,14 +17,8 @@ from PIL import Image
 
 from mmlib import toyworld
 from mmlib.cli import main
-from mmlib.search import (
-    FaissSearcher,
-    ImageIndex,
-    ModelMismatchError,
-    exact_topk,
-    parse_query,
-    recall_at_k,
-)
+from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
+from mmlib.search import ImageIndex, ModelMismatchError, parse_query
 
 
 def write_world(folder, n=40, seed=0, start=0):
@@ -108,23 +102,35 @@ def test_incremental_build_embeds_only_what_changed(tiny_clip, tmp_path):
 
 def test_an_index_refuses_another_models_embeddings(tiny_clip, tmp_path):
     ImageIndex(tmp_path / "idx", tiny_clip)
-    with pytest.raises(ModelMismatchError, match="rebuild"):
-        ImageIndex(tmp_path / "idx", tiny_clip, model_id="ViT-B-32 | laion2b_s34b_b79k")
+    with pytest.raises(ModelMismatchError, match="other model weights"):
+        ImageIndex(tmp_path / "idx", tiny_clip, model_id="weights:0123456789abcdef")
 
 
-def test_text_image_and_weighted_queries_find_the_right_pictures(tiny_clip, tmp_path):
+def test_text_image_and_weighted_queries_rank_by_the_query_vector(tiny_clip, tmp_path):
+    """The mechanism, exactly: whatever the model, a query ranks the rows by their dot product
+    with the query's (normalised, weighted) vector, and an image finds itself first."""
     root = tmp_path / "photos"
     write_world(root, 96)  # two pictures of each of the 48 (shape, colour) pairs
     index = ImageIndex(tmp_path / "idx", tiny_clip)
     index.build(root, progress=False)
-    hits = index.search("a purple circle", k=2)
-    assert all("purple_circle" in h.path for h in hits) and hits[0].score >= hits[1].score
+    paths, matrix = index.matrix()
+
+    def brute(vector, k):
+        return [paths[i] for i in (matrix.float() @ vector).topk(k).indices.tolist()]
+
+    text = index.query_vector("a purple circle")
+    assert [h.path for h in index.search("a purple circle", k=5)] == brute(text, 5)
+    hits = index.search("a purple circle", k=5)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
     me = os.path.join(root, sorted(os.listdir(root))[5])
     assert index.search(me, k=1)[0].path == me  # an image finds itself
-    mixed = index.search([("a red star", 1.0), ("a blue star", 1.0)], k=4)
+    a, b = index.query_vector("a red star"), index.query_vector("a blue star")
+    mixed = torch.nn.functional.normalize(a + b, dim=0)
+    assert torch.allclose(index.query_vector([("a red star", 1.0), ("a blue star", 1.0)]), mixed)
+    got = [h.path for h in index.search([("a red star", 1.0), ("a blue star", 1.0)], k=4)]
+    assert got == brute(mixed, 4)
     single = index.search([("a green heart", 2.0)], k=3)
     assert [h.path for h in single] == [h.path for h in index.search("a green heart", k=3)]
-    assert all("star" in os.path.basename(h.path) for h in mixed)  # what the two parts share
     assert (
         index.search("a green heart", k=1, method="faiss")[0].path
         == index.search("a green heart", k=1, method="exact")[0].path
@@ -133,6 +139,8 @@ def test_text_image_and_weighted_queries_find_the_right_pictures(tiny_clip, tmp_
         index.search("   ")
     with pytest.raises(ValueError, match="not a number"):
         index.search([("a red star", "lots")])
+    with pytest.raises(ValueError, match="finite"):
+        index.search([("a red star", float("nan"))])
 
 
 def test_near_duplicates_are_found(tiny_clip, tmp_path):
@@ -156,8 +164,13 @@ def test_parse_query_reads_weights():
         ("a sunset", 0.5),
         ("people", -1.0),
     ]
+    assert parse_query("time: 10:30") == "time: 10:30"  # a colon between digits is text
+    assert parse_query("a poster: a red star") == "a poster: a red star"
     with pytest.raises(ValueError, match="not a number"):
-        parse_query("a beach:lots")
+        parse_query("a beach:1.2.3")
+    for bad in ("a red star:nan", "a red star:inf", "a red star:1e309", "a red star:-inf"):
+        with pytest.raises(ValueError, match="finite"):
+            parse_query(bad)
 
 
 def test_exact_and_faiss_topk_agree_on_clustered_vectors():
@@ -180,9 +193,9 @@ def test_exact_and_faiss_topk_agree_on_clustered_vectors():
 
 BUILD_SCRIPT = """
 import sys
-from mmlib.clip import load_clip
+from mmlib import zoo
 from mmlib.search import ImageIndex
-index = ImageIndex(sys.argv[1], load_clip("mmlib:tiny-clip"), batch_size=4)
+index = ImageIndex(sys.argv[1], zoo.get_clip("tiny", device="cpu"), batch_size=4)
 index.build(sys.argv[2], progress=False)
 """
 
