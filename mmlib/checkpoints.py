@@ -133,16 +133,19 @@ def save_model_dir(
     folder: str | os.PathLike,
     weights: Mapping[str, Mapping[str, torch.Tensor]],
     info: dict,
-    texts: Mapping[str, str] | None = None,
+    files: Mapping[str, str | bytes] | None = None,
 ) -> Path:
-    """Write a model folder atomically: `weights` {file name: tensors} as safetensors, `texts`
-    {file name: text} and `info` as mmlib.json; return the folder."""
+    """Write a model folder atomically: `weights` {file name: tensors} as safetensors, `files`
+    {file name: text or bytes} (configs, a vocabulary) and `info` as mmlib.json; return it."""
 
     def write(tmp: Path) -> None:
         for name, tensors in weights.items():
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
-        for name, text in (texts or {}).items():
-            (tmp / name).write_text(text)
+        for name, content in (files or {}).items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content)
         (tmp / INFO).write_text(json.dumps(info, indent=1))
 
     return write_folder(folder, write)

@@ -296,14 +296,21 @@ def _create(
     return LoadedClip(model, preprocess, tokenizer, name, weights)
 
 
-def save_clip(folder: str | os.PathLike, model: torch.nn.Module, config: dict, info: dict) -> Path:
+def save_clip(
+    folder: str | os.PathLike,
+    model: torch.nn.Module,
+    config: dict,
+    info: dict,
+    files: dict[str, bytes] | None = None,
+) -> Path:
     """Write `model` as an open_clip local-dir folder, atomically: open_clip_config.json (`config`:
-    model_cfg and preprocess_cfg), open_clip_model.safetensors, and mmlib.json (`info`)."""
+    model_cfg and preprocess_cfg), open_clip_model.safetensors, mmlib.json (`info`) and `files`
+    (e.g. the BPE vocabulary that the config's tokenizer_kwargs name, relative to the folder)."""
     return save_model_dir(
         folder,
         {HF_WEIGHT_FILES[0]: state_dict_cpu(model)},
         info,
-        texts={CONFIG_FILE: json.dumps(config, indent=2)},
+        files={CONFIG_FILE: json.dumps(config, indent=2), **(files or {})},
     )
 
 

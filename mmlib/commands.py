@@ -18,7 +18,6 @@ from filelock import FileLock, Timeout
 
 from mmlib import zoo
 from mmlib.checkpoints import save_model_dir, state_dict_cpu
-from mmlib.clip import save_clip
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.dalle import SAMPLING, DalleTrainConfig, evaluate_dalle, train_dalle
 from mmlib.env import MMLibError, cache_dir
@@ -99,7 +98,7 @@ def train_clip_command(args) -> int:
             "zeroshot_heldout": zs["heldout"],
             "history": history.records,
         }
-        save_clip(out / "model", model, zoo.TINY_CLIP_CONFIG, info)
+        zoo.save_tiny_clip(out / "model", model, info)
         print(
             f"zero-shot top-1: seen {zs['seen']:.3f}, held-out {zs['heldout']:.3f}; "
             f"model in {out / 'model'} (load_clip('local-dir:{out / 'model'}'))"

@@ -23,10 +23,15 @@ was made with, and tests assert the goals, never one model's exact numbers.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import logging
+import multiprocessing
 import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from copy import deepcopy
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -35,6 +40,8 @@ from pathlib import Path
 import open_clip
 import torch
 from filelock import FileLock
+from open_clip.tokenizer import default_bpe
+from tqdm.auto import tqdm
 
 from mmlib import __version__, dalle, generate, judge, toyworld
 from mmlib.checkpoints import (
@@ -136,6 +143,14 @@ def _read(folder: Path, needs: tuple[str, ...] = ()) -> dict:
 # The tiny CLIPs
 # ---------------------------------------------------------------------------------------------
 
+# The tiny CLIPs read CLIP's own BPE tokens, with the first 8,192 of its 48,894 merges: every
+# word of the shapes world is one token (a few plurals two), everyday words still tokenize (in
+# more pieces), and the text embedding has 8,706 rows instead of 49,408, most of which no
+# caption here would ever touch (it was 6.3 of the model's 7.4 million parameters; a model pack
+# would mostly carry untrained rows). The vocabulary file travels inside each model folder.
+TINY_BPE_MERGES = 8192
+TINY_BPE_FILE = f"bpe_simple_vocab_{TINY_BPE_MERGES}.txt.gz"
+
 # A small ModifiedResNet image tower (convolutions see small shapes better than 8x8 patches,
 # at a fraction of a ViT's cost on a CPU) and a 3-layer text transformer.
 TINY_CLIP_CONFIG: dict = {
@@ -144,10 +159,11 @@ TINY_CLIP_CONFIG: dict = {
         "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
         "text_cfg": {
             "context_length": 16,
-            "vocab_size": 49408,
+            "vocab_size": 256 + 256 + TINY_BPE_MERGES + 2,  # bytes, bytes</w>, merges, SOT/EOT
             "width": 128,
             "heads": 4,
             "layers": 3,
+            "tokenizer_kwargs": {"bpe_path": TINY_BPE_FILE},  # relative to the model folder
         },
     },
     "preprocess_cfg": {
@@ -197,10 +213,28 @@ def new_tiny_clip(seed: int = 0) -> open_clip.CLIP:
     return model
 
 
+def tiny_bpe_path(home: str | os.PathLike | None = None) -> Path:
+    """Return the tiny CLIPs' BPE file (the first TINY_BPE_MERGES merges of open_clip's own),
+    written once into MMLIB_HOME/tokenizers; the same bytes on every machine."""
+    path = cache_dir(home) / "tokenizers" / TINY_BPE_FILE
+    if not path.is_file():
+        lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:  # no timestamp
+            gz.write("\n".join(lines[: TINY_BPE_MERGES + 1]).encode("utf-8"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    return path
+
+
 def tiny_tokenizer() -> open_clip.SimpleTokenizer:
-    """Return the tokenizer of the tiny CLIPs: CLIP's BPE, cut to their context length."""
+    """Return the tokenizer of the tiny CLIPs: CLIP's BPE with TINY_BPE_MERGES merges, cut to
+    their context length."""
+    text_cfg = TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]
     return open_clip.SimpleTokenizer(
-        context_length=TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
+        bpe_path=str(tiny_bpe_path()), context_length=text_cfg["context_length"]
     )
 
 
@@ -256,7 +290,13 @@ def _make_tiny_clip(folder: Path, name: str, train: bool, home) -> None:
             zeroshot_heldout=final["heldout"],
             history=history.records,
         )
-    save_clip(folder, model, TINY_CLIP_CONFIG, info)
+    save_tiny_clip(folder, model, info)
+
+
+def save_tiny_clip(folder: str | os.PathLike, model: open_clip.CLIP, info: dict) -> Path:
+    """Write a CLIP of the tiny config as a local-dir folder, with its vocabulary file."""
+    vocab = {TINY_BPE_FILE: tiny_bpe_path().read_bytes()}
+    return save_clip(folder, model, TINY_CLIP_CONFIG, info, vocab)
 
 
 for _name, _spec in TINY_MODELS.items():  # load_clip("mmlib:tiny-clip") and friends
@@ -546,6 +586,7 @@ def _dalle_folder(home=None) -> Path:
         asdict(TransformerConfig()),
         training=asdict(dalle.DalleTrainConfig()),
         vqgan=_vqgan_folder(home).name,
+        tokenizer=TINY_BPE_FILE,
         sampling=dalle.SAMPLING,
         draws=dalle.BENCHMARK_DRAWS,
     )
@@ -594,18 +635,114 @@ def prepared_summary(home: str | os.PathLike | None = None) -> str:
     return f"not yet: {', '.join(missing)} (`mmlib zoo prepare` makes them)"
 
 
-def prepare(profile: str | None = None) -> list[str]:
-    """Make sure every model of the profile is ready (train or load tiny ones); return their names."""
+# What the tiny profile makes, the longest chains first, and what each needs made before it.
+PREPARE_STEPS: dict[str, tuple[str, ...]] = {
+    "tiny-vqgan": (),
+    "tiny-clip": (),
+    "tiny-clip-b": (),
+    "judge-clip": (),
+    "judge-classifier": (),
+    "tiny-dalle": ("tiny-vqgan", "tiny-clip", "tiny-clip-b", "judge-clip", "judge-classifier"),
+    "vqgan-clip-results": (
+        "tiny-clip",
+        "tiny-clip-b",
+        "tiny-vqgan",
+        "judge-clip",
+        "judge-classifier",
+    ),
+}
+TIMES_FILE = "prepare-times.json"
+
+
+def _make_step(name: str, home: str | os.PathLike | None = None) -> Path:
+    if name in TINY_MODELS:
+        return tiny_clip_dir(name, home)
+    make = {
+        "tiny-vqgan": tiny_vqgan_dir,
+        "judge-classifier": judge_classifier_dir,
+        "vqgan-clip-results": vqgan_clip_results_dir,
+        "tiny-dalle": dalle_dir,
+    }[name]
+    return make(home)
+
+
+def _lane_step(name: str, home: str | None, threads: int) -> tuple[str, float, str]:
+    """Run one prepare step in a worker process; return (name, seconds, folder)."""
+    torch.set_num_threads(threads)
+    os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar for all steps
+    start = time.perf_counter()
+    folder = _make_step(name, home)
+    return name, time.perf_counter() - start, str(folder)
+
+
+def prepare_lanes() -> tuple[int, int]:
+    """Return (trainings at once, threads each) for `prepare`: on a CPU, one training per core
+    (up to 3; the tiny models gain little from a second thread, much from a second core); on a
+    GPU one at a time. MMLIB_PREPARE_LANES=1 asks for one."""
+    cores = os.cpu_count() or 1
+    asked = os.environ.get("MMLIB_PREPARE_LANES", "")
+    lanes = 1 if training_device().type == "cuda" else min(3, cores)
+    if asked:
+        if not asked.isdigit() or int(asked) < 1:
+            raise ValueError(f"MMLIB_PREPARE_LANES={asked!r}; give a whole number >= 1")
+        lanes = int(asked)
+    return lanes, max(1, cores // lanes)
+
+
+def prepare(profile: str | None = None, home: str | os.PathLike | None = None) -> dict:
+    """Make sure every model of the profile is ready (train what is missing, load the rest);
+    return {name: seconds it took}, also written to MMLIB_HOME/prepare-times.json.
+
+    Steps that do not need each other run side by side in worker processes (`prepare_lanes`),
+    each with its own seeds and thread count, so what they make does not depend on the order.
+    """
     if get_profile(profile) == "full":
-        if not download_full():
+        if not download_full(home):
             raise SystemExit(1)
-        return [item.name for item in FULL_FILES]
-    names = []
-    for name in TINY_MODELS:
-        print(f"{name}: {tiny_clip_dir(name)}")
-        names.append(name)
-    print(f"tiny-vqgan: {tiny_vqgan_dir()}")
-    print(f"judge-classifier: {judge_classifier_dir()}")
-    print(f"vqgan-clip-results: {vqgan_clip_results_dir()}")
-    print(f"tiny-dalle: {dalle_dir()}")
-    return [*names, "tiny-vqgan", "judge-classifier", "vqgan-clip-results", "tiny-dalle"]
+        return {item.name: 0.0 for item in FULL_FILES}
+    tiny_bpe_path(home)  # written once here, not by several workers at once
+    todo = [n for n in PREPARE_STEPS if not model_dir_complete(tiny_folders(home)[n])]
+    lanes, threads = prepare_lanes()
+    times, start = {}, time.perf_counter()
+    if todo:
+        log.info("preparing %s: %d at a time, %d thread(s) each", todo, lanes, threads)
+    bar = tqdm(
+        total=len(PREPARE_STEPS),
+        desc="zoo prepare",
+        unit="model",
+        initial=len(PREPARE_STEPS) - len(todo),
+    )
+    if lanes == 1 or len(todo) < 2:
+        for name in list(todo):
+            tick = time.perf_counter()
+            _make_step(name, home)
+            times[name] = time.perf_counter() - tick
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        with ProcessPoolExecutor(lanes, mp_context=context) as pool:
+            running = {}
+            waiting = list(todo)
+            while waiting or running:
+                for name in [n for n in waiting if not set(PREPARE_STEPS[n]) & set(todo)]:
+                    if len(running) < lanes:
+                        waiting.remove(name)
+                        home_ = str(home) if home is not None else None
+                        running[pool.submit(_lane_step, name, home_, threads)] = name
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, times[name], _ = future.result()  # a worker's error is raised here
+                    todo.remove(name)
+                    del running[future]
+                    bar.set_postfix_str(f"{name} {times[name]:.0f} s")
+                    bar.update()
+    bar.close()
+    for name, folder in tiny_folders(home).items():
+        note = f" ({times[name]:.0f} s)" if name in times else ""
+        print(f"{name}: {folder}{note}")
+    if times:
+        times["wall"] = time.perf_counter() - start
+        print(f"prepared in {times['wall']:.0f} s ({lanes} at a time, {threads} thread(s) each)")
+        path = cache_dir(home) / TIMES_FILE
+        path.write_text(json.dumps({**times, "lanes": lanes, "threads": threads}, indent=1))
+    return times

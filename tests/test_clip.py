@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from mmlib import zoo
-from mmlib.clip import encode_images, encode_texts, load_clip, save_clip, similarity
+from mmlib.clip import encode_images, encode_texts, load_clip, similarity
 from mmlib.toyworld import ShapesWorld, render_image
 from mmlib.weights import WeightsNotFoundError
 
@@ -17,7 +17,7 @@ from mmlib.weights import WeightsNotFoundError
 def _tiny_local_dir(folder, seed=0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**json.loads(json.dumps(zoo.TINY_CLIP_CONFIG["model_cfg"])))
-    save_clip(folder, model, zoo.TINY_CLIP_CONFIG, {"trained": False})
+    zoo.save_tiny_clip(folder, model, {"trained": False})
     return model
 
 

@@ -32,7 +32,7 @@ def small_clip(seed=0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg["model_cfg"])
     model.visual.preprocess_cfg = cfg["preprocess_cfg"]
-    return model, lambda texts: open_clip.tokenize(texts, context_length=16)
+    return model, zoo.tiny_tokenizer()
 
 
 @pytest.mark.parametrize("n,d", [(1, 4), (5, 16), (64, 128)])

@@ -46,7 +46,7 @@ def vqgan():
 def test_the_text_vocabulary_is_built_the_same_way_every_time(tokenizer):
     vocab = dalle.build_text_vocab(tokenizer)
     assert vocab == dalle.build_text_vocab(tiny_tokenizer()) and list(vocab) == sorted(vocab)
-    assert 30 <= len(vocab) <= 60  # a few dozen of CLIP's 49,408 ids
+    assert 30 <= len(vocab) <= 70  # a few dozen of the tokenizer's thousands of ids
 
 
 def test_decoding_whole_and_partial_grids(vqgan):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from mmlib import search, toyworld, zoo
 from mmlib.cli import main
-from mmlib.clip import encode_images, image_tensor, load_clip, save_clip
+from mmlib.clip import encode_images, image_tensor, load_clip
 from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
 from mmlib.zeroshot import build_classifier, classify
@@ -206,7 +206,7 @@ def test_a_deleted_folder_leaves_the_index_and_its_results_are_still_drawn(
 
 def test_the_index_knows_its_model_by_its_weights_not_its_name(tiny_clip, tmp_path):
     folder = tmp_path / "model"
-    save_clip(folder, tiny_clip.model, zoo.TINY_CLIP_CONFIG, {})
+    zoo.save_tiny_clip(folder, tiny_clip.model, {})
     ImageIndex(tmp_path / "idx", tiny_clip)
     same = load_clip(f"local-dir:{folder}", device="cpu")  # same weights, another name
     ImageIndex(tmp_path / "idx", same)

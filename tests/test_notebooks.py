@@ -1,6 +1,8 @@
-"""Every course notebook runs top to bottom in the tiny profile, with its exercise solutions."""
+"""Every course notebook runs top to bottom in the tiny profile, with its exercise solutions, and
+every number its text states is either printed by the notebook or cites where it comes from."""
 
 import json
+import re
 
 import pytest
 
@@ -38,6 +40,47 @@ def test_notebook_follows_the_course_conventions(path):
     assert nb["cells"][0]["cell_type"] == "markdown"
 
 
+PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?%")
+CITATION = re.compile(
+    r"et al\.?,? \(?\d{4}|\bFig(?:ure)?\.? ?\d|\bTable \d|§ ?\d|arXiv|\(cited\)", re.I
+)
+
+
+def unsupported_percentages(executed: dict) -> list[str]:
+    """Return the percentages in markdown that no output of the notebook prints and that no
+    citation in the same cell backs (a paper, figure, table or section, or '(cited)')."""
+    printed = []
+    for cell in executed["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            printed.append("".join(text) if isinstance(text, list) else str(text))
+    printed = "\n".join(printed)
+    wrong = []
+    for cell in executed["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"])
+        text = re.sub(r"<details>.*?</details>", "", text, flags=re.S)  # solutions are code
+        if CITATION.search(text):
+            continue
+        for number in PERCENT.findall(text):
+            if not re.search(rf"(?<![\d.]){re.escape(number)}\s?%", printed):
+                wrong.append(f"{number}% in: {text[:80]!r}")
+    return wrong
+
+
+def test_the_percentage_check_catches_a_typed_number_and_accepts_printed_or_cited_ones():
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["The model gets 93% right."]},
+            {"cell_type": "markdown", "source": ["CLIP reached 76.2% (Radford et al., 2021)."]},
+            {"cell_type": "code", "source": [], "outputs": [{"text": "accuracy: 88%"}]},
+            {"cell_type": "markdown", "source": ["As printed above, 88% of them."]},
+        ]
+    }
+    assert unsupported_percentages(nb) == ["93% in: 'The model gets 93% right.'"]
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
@@ -53,3 +96,4 @@ def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
     ]
     assert not errors
     assert run.figures, f"{path.name} reports no key figure"
+    assert not unsupported_percentages(executed), "numbers typed into the text, not computed"
