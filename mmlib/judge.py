@@ -151,15 +151,19 @@ def clip_judge(model, tokenizer, images: torch.Tensor) -> list[tuple[str, str]]:
     return [pairs[k] for k in (feats @ classifier).argmax(dim=1).tolist()]
 
 
-def benchmark_pairs(n_seen: int = 12) -> list[tuple[str, str]]:
+def benchmark_pairs(n_seen: int = 12, prompt_set: int = 0) -> list[tuple[str, str]]:
     """Return the generation benchmark's targets: `n_seen` seen pairs, then the 8 held-out ones.
 
     VQGAN+CLIP (notebook 05) and the token transformer (notebook 06) are judged on these same
     20 (shape, colour) pairs, so their numbers compare. Seen pairs are spread over all shapes
-    and colours (every third pair the held-out split trains on).
+    and colours: every third pair the held-out split trains on, starting at `prompt_set` (0, 1
+    or 2: three disjoint sets of seen pairs, for measuring how much a result owes to the pairs
+    it happened to be asked for).
     """
     held = list(toyworld.HELD_OUT_PAIRS)
-    seen = [p for p in toyworld.all_pairs() if p not in held][::3]
+    if prompt_set not in (0, 1, 2):
+        raise ValueError(f"prompt_set must be 0, 1 or 2, got {prompt_set!r}")
+    seen = [p for p in toyworld.all_pairs() if p not in held][prompt_set::3]
     if not 0 <= n_seen <= len(seen):
         raise ValueError(f"n_seen must be between 0 and {len(seen)}, got {n_seen}")
     return seen[:n_seen] + held

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -104,3 +105,56 @@ def test_bad_input_is_refused():
         tw.sample_scene(0, 0, object_size="huge")
     with pytest.raises(ValueError, match="background"):
         tw.sample_scene(0, 0, background="stripes")
+
+
+def _render_in_colour_at_4x(scene, size=tw.IMAGE_SIZE):
+    """The straightforward way (draw every object in colour at 4x, average down): the reference
+    the faster mask-based renderer must match."""
+    from PIL import Image, ImageDraw
+
+    big, s = size * tw.SUPERSAMPLE, tw.SUPERSAMPLE
+    (a, b) = scene.background
+    ramp = np.linspace(0.0, 1.0, big, dtype=np.float32)[:, None, None]
+    bg = np.array(a, np.float32) * (1 - ramp) + np.array(b, np.float32) * ramp
+    canvas = Image.fromarray(np.broadcast_to(bg, (big, big, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for o in scene.objects:
+        fill = tw.COLOURS[o.colour]
+        if o.shape == "circle":
+            draw.ellipse(
+                [(o.x - o.r) * s, (o.y - o.r) * s, (o.x + o.r) * s, (o.y + o.r) * s], fill=fill
+            )
+        else:
+            draw.polygon(
+                [(x * s, y * s) for x, y in tw._polygon(o.shape, o.x, o.y, o.r)], fill=fill
+            )
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX))
+
+
+def test_the_renderer_draws_what_drawing_in_colour_at_4x_draws():
+    for i in range(150):
+        scene = tw.sample_scene(11, i, "all")
+        diff = np.abs(tw.render(scene).astype(int) - _render_in_colour_at_4x(scene).astype(int))
+        assert diff.max() <= 1, (i, scene.caption)
+
+
+def test_other_splits_hold_out_other_pairs_that_cover_every_shape_and_colour():
+    seen = set()
+    for split in ("heldout", "heldout-1", "heldout-2", "heldout-3"):
+        held = tw.held_out_pairs(split)
+        assert len(held) == 8 and held == tw.held_out_pairs(split)  # seeded: the same every time
+        assert {s for s, _ in held} == set(tw.SHAPES) and {c for _, c in held} == set(
+            tw.COLOUR_NAMES
+        )
+        assert not set(held) & set(tw.allowed_pairs(split)) and len(tw.allowed_pairs(split)) == 40
+        seen.add(held)
+    assert len(seen) == 4 and tw.held_out_pairs("heldout") == tw.HELD_OUT_PAIRS
+    assert tw.held_out_pairs("all") == () and len(tw.allowed_pairs("all")) == 48
+    for bad in ("heldout-0", "heldout-x", "other"):
+        with pytest.raises(ValueError, match="split"):
+            tw.allowed_pairs(bad)
+    for i in range(300):  # a split never shows its held-out pairs
+        scene = tw.sample_scene(5, i, "heldout-2")
+        assert not {(o.shape, o.colour) for o in scene.objects} & set(
+            tw.held_out_pairs("heldout-2")
+        )
