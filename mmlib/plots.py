@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmlib.images import load_image
+
 SEQUENTIAL_CMAP = "viridis"  # perceptually uniform and colour-blind safe
 
 
@@ -242,3 +244,57 @@ def judged_grid(
             lines.append(f"{name.replace('_', ' ')}: {seen}")
         titles.append("\n".join(lines))
     return image_grid(images, titles, ncols=ncols, title=title, size=1.9)
+
+
+def confusion_matrix(
+    confusion: torch.Tensor | np.ndarray,
+    classnames: Sequence[str],
+    title: str = "Confusion matrix",
+    value_label: str = "pictures",
+):
+    """Return a figure of a (true class x predicted class) confusion matrix, one row and one
+    column per class name, with a colour bar saying what the counts are (`value_label`)."""
+    if isinstance(confusion, torch.Tensor):
+        confusion = confusion.detach().cpu().numpy()
+    confusion = np.asarray(confusion, dtype=float)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(
+            f"confusion must be a square (true x predicted) matrix, got shape {confusion.shape}"
+        )
+    if isinstance(classnames, str):
+        raise ValueError(f"classnames must be a list of names, got the string {classnames!r}")
+    n = confusion.shape[0]
+    if n == 0:
+        raise ValueError("confusion is empty: it needs at least one class")
+    if len(classnames) != n:
+        raise ValueError(f"{len(classnames)} classnames for a {n} x {n} confusion matrix")
+    if not np.isfinite(confusion).all() or (confusion < 0).any():
+        raise ValueError("confusion must hold counts or fractions: finite and not negative")
+    side = min(12.0, 3.0 + 0.11 * n)
+    fontsize = 9 if n <= 12 else 6
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    im = ax.imshow(confusion, cmap=SEQUENTIAL_CMAP, vmin=0)
+    ax.set_xticks(range(n), list(classnames), rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), list(classnames), fontsize=fontsize)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.04, label=value_label)
+    fig.tight_layout()
+    return fig
+
+
+def hits_grid(hits: Sequence, title: str | None = None, ncols: int = 5, size: float = 1.3):
+    """Return a figure of search results in rank order, each picture titled with its score.
+
+    `hits` are mmlib.search.Hit results (anything with `.path` and `.score`).
+    """
+    if len(hits) == 0:
+        raise ValueError("no hits to show: the search returned nothing")
+    missing = [h for h in hits if not (hasattr(h, "path") and hasattr(h, "score"))]
+    if missing:
+        raise ValueError(
+            f"hits must have .path and .score (mmlib.search.Hit); got {type(missing[0]).__name__}"
+        )
+    images = [load_image(h.path) for h in hits]
+    return image_grid(images, [f"{h.score:.3f}" for h in hits], ncols=ncols, title=title, size=size)

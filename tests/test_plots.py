@@ -1,0 +1,76 @@
+"""The figures the notebooks show: what they draw, and which inputs they refuse."""
+
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmlib.plots import SEQUENTIAL_CMAP, confusion_matrix, hits_grid
+
+CLASSES = ["red star", "blue circle", "green square"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_confusion_matrix_draws_the_counts_with_class_names_on_both_axes():
+    counts = torch.tensor([[9, 1, 0], [2, 7, 1], [0, 0, 10]])
+    fig = confusion_matrix(counts, CLASSES, title="Three classes")
+    ax, colorbar = fig.axes  # the matrix and its colour bar
+    drawn = ax.images[0]
+    np.testing.assert_array_equal(drawn.get_array(), counts.numpy())
+    assert drawn.get_cmap().name == SEQUENTIAL_CMAP
+    assert [t.get_text() for t in ax.get_xticklabels()] == CLASSES
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert ax.get_title() == "Three classes"
+    assert colorbar.get_ylabel() == "pictures"
+
+
+def test_confusion_matrix_accepts_fractions_and_names_the_colour_bar():
+    fractions = np.eye(2) * 0.5 + 0.25
+    fig = confusion_matrix(fractions, ["a", "b"], value_label="fraction of the row")
+    assert fig.axes[1].get_ylabel() == "fraction of the row"
+
+
+@pytest.mark.parametrize(
+    ("confusion", "names", "message"),
+    [
+        (np.zeros((2, 3)), ["a", "b"], "square"),
+        (np.zeros(3), ["a", "b", "c"], "square"),
+        (np.zeros((0, 0)), [], "empty"),
+        (np.zeros((3, 3)), ["a", "b"], "2 classnames for a 3 x 3"),
+        (np.zeros((2, 2)), "a, b", "list of names"),
+        (np.array([[1.0, -1.0], [0.0, 2.0]]), ["a", "b"], "not negative"),
+        (np.array([[1.0, np.nan], [0.0, 2.0]]), ["a", "b"], "finite"),
+    ],
+)
+def test_confusion_matrix_refuses_what_it_cannot_draw(confusion, names, message):
+    with pytest.raises(ValueError, match=message):
+        confusion_matrix(confusion, names)
+
+
+def test_hits_grid_shows_each_hit_with_its_score_in_rank_order(tmp_path):
+    hits = []
+    for k, colour in enumerate(("red", "blue", "green")):
+        path = tmp_path / f"{colour}.png"
+        Image.new("RGB", (16, 16), colour).save(path)
+        hits.append(SimpleNamespace(path=str(path), score=0.9 - 0.1 * k, rank=k))
+    fig = hits_grid(hits, title='"a red square"')
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == ["0.900", "0.800", "0.700"]
+    assert shown[0].images[0].get_array()[0, 0].tolist() == [255, 0, 0]
+    assert fig._suptitle.get_text() == '"a red square"'
+
+
+def test_hits_grid_refuses_no_hits_and_things_that_are_not_hits():
+    with pytest.raises(ValueError, match="no hits"):
+        hits_grid([])
+    with pytest.raises(ValueError, match=r"\.path and \.score"):
+        hits_grid(["picture.png"])
