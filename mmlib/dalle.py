@@ -377,3 +377,33 @@ def evaluate_dalle(
             }
     result["images"], result["best"] = images, ways["reranked"][0]
     return result
+
+
+JUDGE_NAMES = {"judge_clip": "judge CLIP", "classifier": "classifier"}
+
+
+def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str, float]]:
+    """Return the bars that compare the token model with VQGAN+CLIP, for `plots.judged_bars`:
+    {label: {judge: fraction}} for the first sample and the best of n (by one CLIP, where
+    `evaluate_dalle` had several, and by all), seen and held-out pairs apart, then VQGAN+CLIP's
+    cached benchmark (`zoo.vqgan_clip_results()`) judged on its pairs."""
+    ways = {
+        "first": "first sample",
+        "reranked_one": "best of n, one CLIP",
+        "reranked": "best of n, all CLIPs",
+    }
+    rows = {}
+    for group in ("seen", "heldout"):
+        for way, label in ways.items():
+            if way in ev:
+                rows[f"{label}\n{group}"] = {
+                    JUDGE_NAMES[j]: fractions[group] for j, fractions in ev[way].items()
+                }
+        if vqgan_clip is not None:
+            rows[f"VQGAN+CLIP\n{group}"] = {
+                JUDGE_NAMES[j]: judge.fractions_by_split(
+                    vqgan_clip[j]["correct"], vqgan_clip["pairs"]
+                )[group]
+                for j in JUDGE_NAMES
+            }
+    return rows

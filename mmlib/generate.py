@@ -313,14 +313,17 @@ def generate(
     device=None,
     progress: bool = True,
     callback: Callable[[int, torch.Tensor, float], bool | None] | None = None,
+    cutouts: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> Generation:
     """Return pictures that the CLIP model(s) match to the prompts.
 
     `prompts`: one prompt per picture ("a red star", "text:weight:stop" or a Prompt), or a list
     of prompts per picture; several pictures are optimised as one batch. `clips`: one or more
     (model, preprocess, tokenizer); their losses are summed. `callback(step, images, loss)` runs
-    every step (return True to stop). The same seed gives the same pictures on the same device,
-    torch version and thread count.
+    every step (return True to stop). `cutouts(images, generator)` replaces the config's
+    cutouts: it must return `config.cutn` crops per picture, (B * cutn, 3, s, s), picture-major
+    (notebook 05's exercise plugs in its own augmentation). The same seed gives the same
+    pictures on the same device, torch version and thread count.
     """
     config = config or GenerateConfig()
     sets = _as_prompt_sets(prompts)
@@ -367,7 +370,8 @@ def generate(
         if config.augment
         else {"flip": False, "affine": 0.0, "noise": 0.0}
     )
-    cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min, **augment)
+    if cutouts is None:
+        cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min, **augment)
     normalizers = [tensor_transform(model) for model, _, _ in clips]
     result = Generation(
         from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(), sets, config
@@ -379,6 +383,11 @@ def generate(
                 group["lr"] = config.lr * config.lr_drop
         images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
         crops = cutouts(images, gen)
+        if crops.shape[0] != b * config.cutn:
+            raise ValueError(
+                f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
+                f"{config.cutn} per picture, {b * config.cutn} in all"
+            )
         loss = images.new_zeros(())
         for (model, _, _), normalize, m in zip(clips, normalizers, range(len(clips)), strict=True):
             embeds = model.encode_image(normalize(crops)).view(b, config.cutn, -1)

@@ -298,3 +298,115 @@ def hits_grid(hits: Sequence, title: str | None = None, ncols: int = 5, size: fl
         )
     images = [load_image(h.path) for h in hits]
     return image_grid(images, [f"{h.score:.3f}" for h in hits], ncols=ncols, title=title, size=size)
+
+
+def codebook_usage(counts: torch.Tensor | np.ndarray, title: str | None = None):
+    """Return bars of how often each codebook entry is used, most used first (a VQGAN's
+    codebook: a healthy one uses many codes, a collapsed one a handful)."""
+    counts = np.asarray(counts.detach().cpu() if isinstance(counts, torch.Tensor) else counts)
+    if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
+        raise ValueError("counts must be a non-empty 1-D array of non-negative counts")
+    ordered = np.sort(counts)[::-1]
+    used = (counts > 0).mean()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(range(len(ordered)), ordered, width=1.0, color="#0072B2")
+    ax.set_xlabel("codebook entry (sorted by use)")
+    ax.set_ylabel("tokens")
+    ax.set_title(title or f"Codebook usage: {used:.0%} of {len(counts)} codes used")
+    fig.tight_layout()
+    return fig
+
+
+def spread(
+    rows: Sequence[dict],
+    keys: Sequence[str],
+    by: str,
+    title: str = "The same recipe, other seeds",
+    goals: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+):
+    """Return a strip plot of each figure `keys` over runs (one dot per run, grouped by the
+    row field `by`, e.g. the split), with its mean marked and, where given, its goal."""
+    if not rows:
+        raise ValueError("no runs to plot")
+    missing = [k for k in (*keys, by) if k not in rows[0]]
+    if missing:
+        raise ValueError(f"the runs have no {missing}; they have {sorted(rows[0])}")
+    groups = sorted({str(r[by]) for r in rows})
+    markers = "osD^v<>"
+    fig, ax = plt.subplots(figsize=(1.8 * len(keys) + 2.5, 3.4))
+    for i, key in enumerate(keys):
+        for j, group in enumerate(groups):
+            values = [r[key] for r in rows if str(r[by]) == group]
+            offset = (j - (len(groups) - 1) / 2) * 0.12
+            ax.scatter(
+                [i + offset] * len(values),
+                values,
+                marker=markers[j % len(markers)],
+                color=("#0072B2", "#E69F00", "#009E73", "#CC79A7")[j % 4],
+                label=f"{by} {group}" if i == 0 else None,
+                zorder=3,
+            )
+        mean = float(np.mean([r[key] for r in rows]))
+        ax.hlines(mean, i - 0.35, i + 0.35, color="black", linewidth=2, zorder=4)
+        ax.annotate(f"mean {mean:.0%}", (i + 0.37, mean), fontsize=7, va="center")
+        if goals and key in goals:
+            ax.hlines(goals[key], i - 0.4, i + 0.4, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(keys)), [(labels or {}).get(k, k.replace("_", " ")) for k in keys])
+    ax.set_xlim(-0.6, len(keys) - 0.1)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction right")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def dalle2_diagram():
+    """Return a figure of how DALL-E 2 (unCLIP) connects its pieces: caption -> CLIP text
+    encoder -> prior -> CLIP image embedding -> diffusion decoder (64 x 64) -> two diffusion
+    upsamplers (256, then 1,024), after Ramesh et al. 2022, Fig. 2."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    boxes = [
+        ('caption\n"a red star"', 0.0, 1.0, "#FFFFFF"),
+        ("CLIP text\nencoder (frozen)", 1.6, 1.0, "#56B4E9"),
+        ("prior\n(diffusion or\nautoregressive)", 3.2, 1.0, "#E69F00"),
+        ("CLIP image\nembedding", 4.8, 1.0, "#56B4E9"),
+        ("decoder\n(diffusion,\nmodified GLIDE)", 6.4, 1.0, "#009E73"),
+        ("64 x 64\npicture", 6.4, -0.4, "#FFFFFF"),
+        ("upsampler\nto 256 x 256", 4.8, -0.4, "#009E73"),
+        ("upsampler\nto 1,024 x 1,024", 3.2, -0.4, "#009E73"),
+    ]
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    centre = {}
+    for text, x, y, colour in boxes:
+        ax.add_patch(
+            FancyBboxPatch((x, y), 1.3, 0.8, boxstyle="round,pad=0.05", fc=colour, ec="black", lw=1)
+        )
+        ax.text(x + 0.65, y + 0.4, text, ha="center", va="center", fontsize=8)
+        centre[text] = (x, y)
+    order = [b[0] for b in boxes]
+    for a, b in zip(order, order[1:], strict=False):
+        (xa, ya), (xb, yb) = centre[a], centre[b]
+        if ya == yb:
+            start = (xa + 1.35, ya + 0.4) if xb > xa else (xa - 0.05, ya + 0.4)
+            end = (xb - 0.05, yb + 0.4) if xb > xa else (xb + 1.35, yb + 0.4)
+        else:
+            start, end = (xa + 0.65, ya - 0.05), (xb + 0.65, yb + 0.85)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12))
+    ax.text(
+        4.05,
+        2.05,
+        "the caption also conditions the decoder",
+        ha="center",
+        fontsize=7,
+        style="italic",
+    )
+    ax.set_xlim(-0.2, 7.9)
+    ax.set_ylim(-0.6, 2.3)
+    ax.axis("off")
+    ax.set_title("DALL-E 2 (unCLIP): text -> CLIP image embedding -> picture")
+    fig.tight_layout()
+    return fig

@@ -305,6 +305,7 @@ def sample(
     batch_size: int = 128,
     guidance: float = 1.0,
     progress: bool = False,
+    prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return sampled image tokens (len(captions) * n, 64): n per caption, caption-major.
 
@@ -316,6 +317,10 @@ def sample(
     `guidance` > 1 is classifier-free guidance (later than DALL-E 1: GLIDE, Parti): logits
     uncond + guidance * (cond - uncond), with uncond the logits for the empty caption; it
     pushes samples towards what the caption changes. 1.0 is plain sampling.
+
+    `prefix` (m,) or (len(captions) * n, m): the first m image tokens are given, not drawn,
+    and the model finishes the picture (DALL-E's image completion: the top rows of a real
+    picture, then the rest in the caption's spirit).
     """
     from tqdm.auto import tqdm
 
@@ -330,6 +335,20 @@ def sample(
     model.eval()
     dev = next(model.parameters()).device
     text = model.encode_captions(captions).repeat_interleave(n, dim=0)
+    if prefix is None:
+        prefix = torch.empty(len(text), 0, dtype=torch.long)
+    prefix = torch.as_tensor(prefix, dtype=torch.long)
+    prefix = prefix.expand(len(text), -1) if prefix.ndim == 1 else prefix
+    if prefix.shape[0] != len(text) or not 0 <= prefix.shape[1] < model.config.n_image:
+        raise ValueError(
+            f"prefix must be (m,) or ({len(text)}, m) image tokens with m < "
+            f"{model.config.n_image}, got {tuple(prefix.shape)}"
+        )
+    if (
+        prefix.numel()
+        and not 0 <= int(prefix.min()) <= int(prefix.max()) < model.config.image_vocab
+    ):
+        raise ValueError(f"prefix tokens must lie in 0..{model.config.image_vocab - 1}")
     gen = torch.Generator(device=dev).manual_seed(seed)
     out = []
     for i in tqdm(
@@ -340,9 +359,9 @@ def sample(
         if guidance != 1.0:  # the same pictures also drawn for the empty caption
             batch = torch.cat([batch, empty_caption(batch.shape[1]).to(dev).expand(b, -1)])
         cache = model.new_cache()
-        tokens = torch.empty(b, 0, dtype=torch.long, device=dev)
-        _, logits = model(batch, tokens.repeat(len(batch) // b, 1), cache)  # logits for token 0
-        for j in range(model.config.n_image):
+        tokens = prefix[i : i + batch_size].to(dev)  # given; the rest is drawn
+        _, logits = model(batch, tokens.repeat(len(batch) // b, 1), cache)  # for the next one
+        for j in range(tokens.shape[1], model.config.n_image):
             logits = logits[:, -1]
             if guidance != 1.0:
                 logits = logits[b:] + guidance * (logits[:b] - logits[b:])

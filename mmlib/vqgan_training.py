@@ -117,6 +117,7 @@ def train_vqgan(
     progress: bool = True,
     on_disc_start=None,
     device=None,
+    callback=None,
 ):
     """Train a VQGAN on shapes-world images; return its History (loss, PSNR, codebook use).
 
@@ -124,7 +125,8 @@ def train_vqgan(
     steps taming's patch discriminator joins with a hinge loss, its gradient balanced against
     the reconstruction's. Unused codes are re-seeded from encoder outputs every
     `restart_every` steps. Checkpoints and resume as every trainer of the course.
-    `on_disc_start(model)` is called just before the discriminator joins (to keep a snapshot).
+    `on_disc_start(model)` is called just before the discriminator joins (to keep a snapshot);
+    `callback(step, model)` after every evaluation (to watch the training, notebook 04).
     """
     config = config or VQGANTrainConfig()
     dev = get_device(device)
@@ -197,6 +199,9 @@ def train_vqgan(
                 perplexity=ev["perplexity"],
                 seconds=seconds,
             )
+            if callback is not None:
+                callback(step + 1, model)
+                model.train()
         if folder is not None and due(step, config.checkpoint_every, config.steps):
             save_checkpoint(folder, both, [opt_g, opt_d], step + 1, asdict(config), history)
         tick = time.perf_counter()
