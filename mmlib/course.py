@@ -100,6 +100,22 @@ def key_figure(name: str, value, unit: str = "") -> None:
         path.write_text(json.dumps(data))
 
 
+TIMES_FILE = ROOT / "build" / "notebook-times.json"  # what the last notebook runs measured
+
+
+def record_time(run: NotebookRun, path: str | os.PathLike = TIMES_FILE) -> Path:
+    """Add a notebook run's seconds to `path` (JSON {notebook: seconds}); return the path.
+
+    The notebook tests record every run; scripts/notebook_times.py turns the file into the
+    instructor guide's table and the notebooks' "Time:" lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[run.name] = round(run.seconds, 1)
+    path.write_text(json.dumps(dict(sorted(data.items())), indent=1))
+    return path
+
+
 @dataclass
 class NotebookRun:
     """The result of executing one notebook."""

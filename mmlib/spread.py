@@ -85,8 +85,34 @@ def print_table(title: str, summary: dict, goals: dict | None = None) -> None:
         print(f"  {key:<34} {s['mean']:6.1%} {s['min']:6.1%} {s['max']:6.1%}  {s['n']:>4}  {goal}")
 
 
+def provenance() -> dict:
+    """Return when, where and from which commit a measurement was made."""
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or "unknown",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "torch": torch.__version__,
+    }
+
+
 def save(name: str, result: dict) -> Path:
-    """Write a bench's result to MMLIB_HOME/bench/NAME.json; return the path."""
+    """Write a bench's result, with its provenance, to MMLIB_HOME/bench/NAME.json; return it."""
+    result.setdefault("provenance", provenance())
     path = cache_dir() / "bench" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

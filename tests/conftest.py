@@ -32,6 +32,26 @@ def tmp_home(tmp_path, monkeypatch):
     return home
 
 
+def _fake_prepared_home(home):
+    """Make a MMLIB_HOME whose tiny folders hold small stand-in files: enough to test what
+    handles folders (packs, prepare's bookkeeping) without training anything."""
+    import json
+
+    from mmlib import zoo
+
+    for name, folder in zoo.tiny_folders(home).items():
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(name.encode() * 1000)
+        (folder / "mmlib.json").write_text(json.dumps({"name": name}))
+    return home
+
+
+@pytest.fixture
+def fake_prepared_home():
+    """A function that fills a MMLIB_HOME with stand-in model folders (see above)."""
+    return _fake_prepared_home
+
+
 @pytest.fixture(scope="session")
 def prepared():
     """The prepared tiny profile of this run's MMLIB_HOME (skip, or fail under make test,

@@ -204,3 +204,33 @@ def test_train_dalle_command_writes_a_model_that_loads(prepared, tmp_path, capsy
     info = json.loads((tmp_path / "model" / "mmlib.json").read_text())
     assert info["training"]["steps"] == 3 and info["history"]
     assert info["training"]["background"] == "gradient" and info["training"]["object_size"] is None
+
+
+def test_judged_rows_put_the_token_model_beside_vqgan_clip_per_split():
+    ev = {
+        "first": {
+            "judge_clip": {"seen": 0.5, "heldout": 0.25},
+            "classifier": {"seen": 0.75, "heldout": 0.5},
+        },
+        "reranked": {
+            "judge_clip": {"seen": 1.0, "heldout": 0.5},
+            "classifier": {"seen": 1.0, "heldout": 0.75},
+        },
+    }
+    pairs = [judge.benchmark_pairs()[0], toyworld.HELD_OUT_PAIRS[0]]
+    vc = {
+        "pairs": pairs,
+        "judge_clip": {"correct": [True, False]},
+        "classifier": {"correct": [True, True]},
+    }
+    rows = dalle.judged_rows(ev, vc)
+    assert list(rows) == [
+        "first sample\nseen",
+        "best of n, all CLIPs\nseen",
+        "VQGAN+CLIP\nseen",
+        "first sample\nheldout",
+        "best of n, all CLIPs\nheldout",
+        "VQGAN+CLIP\nheldout",
+    ]
+    assert rows["VQGAN+CLIP\nheldout"] == {"judge CLIP": 0.0, "classifier": 1.0}
+    assert rows["best of n, all CLIPs\nseen"] == {"judge CLIP": 1.0, "classifier": 1.0}

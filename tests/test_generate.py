@@ -314,3 +314,28 @@ def test_image_prompts_load_now_and_refuse_files_that_are_not_pictures(tmp_path)
         g.image_prompt(str(bad))
     with pytest.raises(FileNotFoundError):
         g.image_prompt(str(tmp_path / "missing.png"))
+
+
+def test_one_s_own_cutouts_can_replace_the_config_s_and_a_wrong_count_is_refused(small_models):
+    vqgan, clip = small_models
+    calls = []
+
+    def corners(images, generator):  # four fixed corners, each resized to the CLIP's size
+        calls.append(images.shape)
+        h = images.shape[-1] // 2
+        parts = [images[..., :h, :h], images[..., :h, h:], images[..., h:, :h], images[..., h:, h:]]
+        crops = torch.stack([torch.nn.functional.interpolate(p, size=32) for p in parts], dim=1)
+        return crops.flatten(0, 1)
+
+    cfg = g.GenerateConfig(steps=2, cutn=4)
+    out = g.generate("a red star", vqgan, [clip], cfg, progress=False, cutouts=corners)
+    assert len(calls) == 2 and len(out.losses) == 2
+    with pytest.raises(ValueError, match="cutn = 3"):
+        g.generate(
+            "a red star",
+            vqgan,
+            [clip],
+            g.GenerateConfig(steps=1, cutn=3),
+            progress=False,
+            cutouts=corners,
+        )

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mmlib.course import course_notebooks, run_notebook, solution_code
+from mmlib.course import course_notebooks, record_time, run_notebook, solution_code
 
 NOTEBOOKS = course_notebooks()
 
@@ -86,6 +86,7 @@ def test_the_percentage_check_catches_a_typed_number_and_accepts_printed_or_cite
 def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
     run = run_notebook(path, tmp_path, profile="tiny", solutions=True)
     print(f"\n{run.summary()}")
+    record_time(run)  # for the instructor guide's table (scripts/notebook_times.py)
     assert run.error is None
     executed = _load(run.output)
     errors = [

@@ -14,18 +14,8 @@ from mmlib.cli import main
 from mmlib.fetch import DownloadError
 
 
-def fake_prepared_home(home):
-    """A MMLIB_HOME whose tiny folders hold small stand-in files: enough to test the pack
-    format (names, manifest, hashes) without training anything."""
-    for name, folder in zoo.tiny_folders(home).items():
-        folder.mkdir(parents=True)
-        (folder / "model.safetensors").write_bytes(name.encode() * 1000)
-        (folder / "mmlib.json").write_text(json.dumps({"name": name}))
-    return home
-
-
 @pytest.fixture
-def pack(tmp_path):
+def pack(tmp_path, fake_prepared_home):
     home = fake_prepared_home(tmp_path / "made")
     return packs.export_pack(tmp_path / "pack.zip", home)
 
@@ -45,7 +35,7 @@ def test_a_pack_imports_into_a_fresh_home_and_every_model_is_there(pack, tmp_pat
     assert info["mmlib_version"] == __version__ and set(info["models"]) == set(names)
 
 
-def test_export_refuses_an_unprepared_home(tmp_path):
+def test_export_refuses_an_unprepared_home(tmp_path, fake_prepared_home):
     with pytest.raises(packs.PackError, match="mmlib zoo prepare"):
         packs.export_pack(tmp_path / "p.zip", tmp_path / "empty")
     with pytest.raises(ValueError, match=".zip"):
@@ -183,7 +173,7 @@ def test_an_unreachable_url_says_so_and_imports_nothing(tmp_path):
 
 
 def test_the_commands_export_and_import_and_report_errors_in_one_line(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, fake_prepared_home
 ):
     made = fake_prepared_home(tmp_path / "made")
     monkeypatch.setenv("MMLIB_HOME", str(made))

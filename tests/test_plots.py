@@ -74,3 +74,26 @@ def test_hits_grid_refuses_no_hits_and_things_that_are_not_hits():
         hits_grid([])
     with pytest.raises(ValueError, match=r"\.path and \.score"):
         hits_grid(["picture.png"])
+
+
+def test_codebook_usage_spread_and_the_dalle2_diagram_draw_and_refuse_bad_input():
+    import numpy as np
+    import pytest
+
+    from mmlib import plots
+
+    fig = plots.codebook_usage(np.array([0, 5, 1, 3]))
+    assert "75% of 4 codes" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="non-negative"):
+        plots.codebook_usage(np.array([1, -1]))
+    rows = [
+        {"seed": s, "split": sp, "seen": 0.9 + 0.01 * s, "heldout": 0.7}
+        for s in range(3)
+        for sp in ("heldout", "heldout-1")
+    ]
+    fig = plots.spread(rows, ["seen", "heldout"], "split", goals={"heldout": 0.85})
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "mean 91%" in texts and "mean 70%" in texts
+    with pytest.raises(ValueError, match="no \\['missing'\\]"):
+        plots.spread(rows, ["missing"], "split")
+    assert len(plots.dalle2_diagram().axes[0].patches) >= 8

@@ -43,14 +43,11 @@ def test_every_caption_of_the_world_maps_without_unk_and_unknown_words_become_un
     assert ids.shape == (300, 16) and not (ids == tr.UNK).any()
     assert (ids[:, 0] == tr.SOT).all()
     assert model.decode_captions(ids) == captions
-    odd = model.encode_captions(["a red zebra"])[0].tolist()
-    assert odd[:5] == [
-        tr.SOT,
-        *model.encode_captions(["a red"])[0, 1:3].tolist(),
-        tr.UNK,
-        tr.EOT,
-    ]
-    assert model.decode_captions(torch.tensor([odd])) == ["a red <unk>"]
+    odd = model.encode_captions(["a red zebra"])[0].tolist()  # "zebra": unknown BPE pieces
+    pieces = len(model.tokenizer.encode("zebra"))
+    known = model.encode_captions(["a red"])[0, 1:3].tolist()
+    assert odd[: 4 + pieces] == [tr.SOT, *known, *[tr.UNK] * pieces, tr.EOT]
+    assert model.decode_captions(torch.tensor([odd])) == [" ".join(["a red"] + ["<unk>"] * pieces)]
 
 
 def test_long_captions_are_truncated_with_a_warning_counting_the_dropped_tokens(model):
@@ -161,3 +158,17 @@ def test_a_model_saves_and_loads_and_a_folder_without_one_says_so(model, tokeniz
 def test_a_config_without_a_text_vocabulary_is_refused(tokenizer):
     with pytest.raises(ValueError, match="text_vocab is empty"):
         tr.TokenTransformer(SMALL, tokenizer)
+
+
+def test_a_prefix_is_kept_and_the_model_finishes_the_picture(model):
+    prefix = torch.randint(0, 256, (24,), generator=torch.Generator().manual_seed(7))
+    out = tr.sample(model, ["a red star", "a blue circle"], n=2, seed=1, prefix=prefix)
+    assert out.shape == (4, 64) and (out[:, :24] == prefix).all()
+    again = tr.sample(model, ["a red star", "a blue circle"], n=2, seed=1, prefix=prefix)
+    assert torch.equal(out, again)
+    guided = tr.sample(model, "a red star", n=3, seed=1, prefix=prefix[:8], guidance=3.0)
+    assert (guided[:, :8] == prefix[:8]).all()
+    with pytest.raises(ValueError, match="prefix"):
+        tr.sample(model, "a red star", prefix=torch.zeros(64, dtype=torch.long))
+    with pytest.raises(ValueError, match="prefix tokens"):
+        tr.sample(model, "a red star", prefix=torch.full((4,), 999))

@@ -70,3 +70,14 @@ def test_train_vqgan_command_writes_a_model(tmp_path, capsys):
     assert main(["train", "vqgan", "--out", str(tmp_path / "v"), "--steps", "4"]) == 0
     assert "PSNR" in capsys.readouterr().out
     assert (tmp_path / "v" / "model" / "model.safetensors").is_file()
+
+
+def test_a_callback_watches_the_training_at_every_evaluation():
+    seen = []
+    torch.manual_seed(0)
+    model = VQGAN(vt.TINY_VQGAN_DDCONFIG, 64, 32)
+    cfg = vt.VQGANTrainConfig(steps=4, batch_size=2, disc_start=3, eval_every=2)
+    vt.train_vqgan(
+        model, cfg, progress=False, callback=lambda step, m: seen.append((step, m.training))
+    )
+    assert seen == [(2, False), (4, False)] and not model.training

@@ -113,3 +113,21 @@ def test_train_clip_command_writes_a_loadable_model(tmp_path, capsys):
     assert code == 0 and "held-out" in capsys.readouterr().out
     model = load_clip(f"local-dir:{tmp_path / 'run' / 'model'}").model
     assert model.visual.image_size == (32, 32) or model.visual.image_size == 32
+
+
+def test_prepare_runs_side_by_side_on_a_cpu_and_does_nothing_when_all_is_there(
+    tmp_home, monkeypatch, capsys, fake_prepared_home
+):
+    monkeypatch.delenv("MMLIB_PREPARE_LANES", raising=False)
+    lanes, threads = zoo.prepare_lanes()
+    assert 1 <= lanes <= 3 and lanes * threads <= max(2, __import__("os").cpu_count())
+    monkeypatch.setenv("MMLIB_PREPARE_LANES", "1")
+    assert zoo.prepare_lanes()[0] == 1
+    monkeypatch.setenv("MMLIB_PREPARE_LANES", "zero")
+    with pytest.raises(ValueError, match="MMLIB_PREPARE_LANES"):
+        zoo.prepare_lanes()
+    monkeypatch.delenv("MMLIB_PREPARE_LANES")
+    fake_prepared_home(tmp_home)
+    assert zoo.prepare() == {}  # nothing to make: nothing trains, nothing is timed
+    out = capsys.readouterr().out
+    assert all(name in out for name in zoo.PREPARE_STEPS)

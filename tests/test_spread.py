@@ -1,0 +1,25 @@
+"""The spread measurements: summaries over runs, runs in parallel children, the shipped cache."""
+
+import pytest
+
+from mmlib import spread
+
+
+def test_summaries_give_mean_min_max_over_the_runs_that_have_the_figure():
+    rows = [{"seen": 1.0, "heldout": 0.5}, {"seen": 0.5, "heldout": None}, {"seen": 0.75}]
+    s = spread.summarise(rows, ["seen", "heldout", "absent"])
+    assert s["seen"] == {"mean": 0.75, "min": 0.5, "max": 1.0, "n": 3}
+    assert s["heldout"]["n"] == 1 and "absent" not in s
+
+
+def test_children_run_side_by_side_and_a_failing_one_says_what_failed(tmp_home):
+    rows = spread.run_parallel("_clip_run", [{"seed": 0, "split": "heldout", "steps": 2}], lanes=1)
+    assert rows[0]["split"] == "heldout" and 0 <= rows[0]["heldout"] <= 1
+    with pytest.raises(RuntimeError, match="_clip_run"):
+        spread.run_parallel("_clip_run", [{"seed": 0, "split": "nonsense", "steps": 2}])
+
+
+def test_the_cached_measurements_ship_with_mmlib_and_say_where_they_come_from():
+    for name in ("clip", "generate", "dalle"):
+        result = spread.cached(name)
+        assert result["rows"] and result["summary"] and result["provenance"]["commit"]
