@@ -3,7 +3,7 @@
 import os
 
 from mmlib.cli import main
-from mmlib.doctor import doctor, torch_build
+from mmlib.doctor import doctor, doctor_report, torch_build
 
 
 def test_doctor_reports_versions_device_profile_cache_and_full_weights(tmp_home, capsys):
@@ -29,6 +29,13 @@ def test_torch_build_names_cuda_or_cpu(monkeypatch):
     assert torch_build() == "CPU only"
 
 
-def test_doctor_command_runs(tmp_home, capsys):
+def test_doctor_command_prints_every_line_of_the_report(tmp_home, capsys):
     assert main(["doctor"]) == 0
-    assert "profile" in capsys.readouterr().out
+    printed = {
+        line.split("  ")[0]: line.split("  ", 1)[1].strip()
+        for line in capsys.readouterr().out.splitlines()
+        if "  " in line and not line.startswith(" ")
+    }
+    report = doctor_report()
+    assert printed["profile"] == report["profile"] == "tiny"
+    assert printed["cache_dir"] == str(tmp_home) and printed["device"] == report["device"]

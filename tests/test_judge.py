@@ -9,8 +9,10 @@ def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
     model, history = judge.train_classifier(
         judge.ClassifierTrainConfig(steps=30, batch_size=64), progress=False
     )
-    assert history.records[-1]["loss"] < history.records[0]["loss"]
-    assert judge.classifier_accuracy(model, per_pair=2) > 1 / 48  # far better than chance
+    # 30 steps give about 22% of fresh renders right on both shape and colour (seeds 7, 1, 2:
+    # 22%, 22%, 23%; chance is 1 in 48, about 2%): the loss halves and 10% is a safe floor
+    assert history.records[-1]["loss"] < history.records[0]["loss"] - 1.0
+    assert judge.classifier_accuracy(model, per_pair=4) >= 0.10
 
 
 def test_the_prepared_judges_recognise_fresh_renders(prepared):

@@ -4,7 +4,7 @@ import open_clip
 import pytest
 import torch
 
-from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier, evaluate_shapes
+from mmlib.zeroshot import build_classifier, evaluate_shapes
 
 NOW = datetime.now(timezone.utc)
 
@@ -32,10 +32,23 @@ def test_bad_class_lists_and_templates_are_refused(tiny_clip):
 
 
 def test_shapes_protocol_reports_seen_and_heldout(tiny_clip):
+    """The protocol's numbers are the confusion matrix's, split by the split's held-out pairs."""
+    from mmlib import toyworld
+
     model, preprocess, tokenizer = tiny_clip
-    result = evaluate_shapes(model, preprocess, tokenizer, per_pair=1, templates=SHAPES_TEMPLATES)
-    assert set(result) >= {"seen", "heldout", "confusion"}
-    assert result["confusion"].sum() == 48
+    per_pair = 2
+    for split in ("heldout", "heldout-1"):
+        result = evaluate_shapes(model, preprocess, tokenizer, per_pair, split=split)
+        confusion = result["confusion"]
+        assert confusion.shape == (48, 48) and int(confusion.sum()) == 48 * per_pair
+        held = [toyworld.all_pairs().index(p) for p in toyworld.held_out_pairs(split)]
+        seen = [k for k in range(48) if k not in held]
+        right = confusion.diag().float()
+        assert result["heldout"] == pytest.approx(
+            (right[held].sum() / (len(held) * per_pair)).item()
+        )
+        assert result["seen"] == pytest.approx((right[seen].sum() / (len(seen) * per_pair)).item())
+        assert result["all"] == pytest.approx((right.sum() / (48 * per_pair)).item())
 
 
 def test_labels_are_parsed_and_bad_lists_refused():
@@ -71,9 +84,12 @@ def test_classify_gives_probabilities_and_top_k_for_mixed_images(tiny_clip):
     assert out["probs"].shape == (4, 3)
     assert torch.allclose(out["probs"].sum(dim=1), torch.ones(4))
     assert out["top_k"][0][0][0] == "red star" and len(out["top_k"][0]) == 2
+    # every mode and size goes through the same path: the same as the image made RGB first
+    rgb = classify(model, preprocess, [im.convert("RGB") for im in mixed], clf, names)
+    assert torch.allclose(out["probs"], rgb["probs"], atol=1e-5)
+    assert isinstance(mixed[1], Image.Image) and mixed[1].mode == "RGBA"
     with pytest.raises(ValueError, match="classnames"):
         classify(model, preprocess, [star], clf, names[:2])
-    assert Image.Image  # images of several sizes and modes went through the same path
 
 
 def test_trained_tiny_clip_beats_chance_and_the_probe_learns_from_examples(tiny_clip):
