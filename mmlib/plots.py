@@ -363,6 +363,25 @@ def spread(
     return fig
 
 
+def attention_mask(mask: torch.Tensor | np.ndarray, n_text: int, title: str | None = None):
+    """Return a picture of an attention mask (True/1: the row's position may attend to the
+    column's), with the boundary between the `n_text` text positions and the image ones."""
+    mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or not 0 < n_text < len(mask):
+        raise ValueError(
+            f"need a square mask and 0 < n_text < its size; got {mask.shape}, n_text={n_text}"
+        )
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.imshow(mask.astype(float), cmap="Blues", vmin=0, vmax=1)
+    ax.axhline(n_text - 0.5, color="#E69F00")
+    ax.axvline(n_text - 0.5, color="#E69F00")
+    ax.set_xlabel("attends to position (text | image)")
+    ax.set_ylabel("position (text above the orange line, image below)")
+    ax.set_title(title or "Causal mask: blue = may attend")
+    fig.tight_layout()
+    return fig
+
+
 def dalle2_diagram():
     """Return a figure of how DALL-E 2 (unCLIP) connects its pieces: caption -> CLIP text
     encoder -> prior -> CLIP image embedding -> diffusion decoder (64 x 64) -> two diffusion

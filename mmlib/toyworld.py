@@ -254,6 +254,16 @@ def sample_scene(
     return Scene(kind, objs, bg, caption)
 
 
+def swapped_caption(scene: Scene) -> str:
+    """Return a two-object scene's caption with its objects swapped: the same words in another
+    order ("a blue square left of a red circle" for "a red circle left of a blue square"), a
+    caption that is wrong for the picture. CLIP's hard negatives (notebook 01) are made so."""
+    if scene.kind != "pair":
+        raise ValueError(f"only a two-object scene has objects to swap, not a {scene.kind!r} one")
+    a, b = scene.objects
+    return f"{article(b.colour)} {b.shape} {scene.relation} {article(a.colour)} {a.shape}"
+
+
 def _position_word(obj: Obj, size: int) -> str:
     col = ("left", "", "right")[min(2, int(3 * obj.x / size))]
     row = ("top", "", "bottom")[min(2, int(3 * obj.y / size))]

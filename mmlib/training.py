@@ -69,7 +69,9 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float, min_ratio: flo
 
 
 def progress_bar(start: int, total: int, desc: str, enabled: bool = True):
-    """Return a tqdm.auto bar over steps [start, total)."""
+    """Return a tqdm.auto bar over steps [start, total); TQDM_DISABLE=1 switches bars off (the
+    workers of `mmlib zoo prepare` set it: their parent shows one bar for all of them)."""
+    enabled = enabled and os.environ.get("TQDM_DISABLE", "") in ("", "0", "false", "False")
     return tqdm(
         range(start, total),
         initial=start,

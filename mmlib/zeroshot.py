@@ -280,15 +280,9 @@ def evaluate_binding(
     images = torch.stack([toyworld.to_tensor(toyworld.render(s)) for s in scenes])
     image_features = encode_images(model, None, images, device=device, progress=False)
 
-    def phrase(o):
-        return f"{_article(o.colour)} {o.shape}"
-
-    true, swapped, flipped = [], [], []
-    for s in scenes:
-        a, b = s.objects
-        true.append(f"{phrase(a)} {s.relation} {phrase(b)}")
-        swapped.append(f"{phrase(b)} {s.relation} {phrase(a)}")
-        flipped.append(f"{phrase(a)} {opposite[s.relation]} {phrase(b)}")
+    true = [s.caption for s in scenes]
+    swapped = [toyworld.swapped_caption(s) for s in scenes]
+    flipped = [s.caption.replace(s.relation, opposite[s.relation]) for s in scenes]
     feats = {
         k: encode_texts(model, tokenizer, v, device=device, progress=False)
         for k, v in (("true", true), ("swapped", swapped), ("flipped", flipped))

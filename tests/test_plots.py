@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mmlib import plots
 from mmlib.plots import SEQUENTIAL_CMAP, confusion_matrix, hits_grid
 
 CLASSES = ["red star", "blue circle", "green square"]
@@ -97,3 +98,12 @@ def test_codebook_usage_spread_and_the_dalle2_diagram_draw_and_refuse_bad_input(
     with pytest.raises(ValueError, match="no \\['missing'\\]"):
         plots.spread(rows, ["missing"], "split")
     assert len(plots.dalle2_diagram().axes[0].patches) >= 8
+
+
+def test_attention_mask_draws_a_causal_mask_and_refuses_a_wrong_one():
+    mask = torch.ones(6, 6).tril().bool()
+    fig = plots.attention_mask(mask, n_text=2)
+    assert fig.axes[0].images[0].get_array().shape == (6, 6)
+    for bad, n_text in ((torch.ones(3, 4), 1), (mask, 0), (mask, 6)):
+        with pytest.raises(ValueError, match="square mask"):
+            plots.attention_mask(bad, n_text)

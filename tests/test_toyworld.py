@@ -158,3 +158,13 @@ def test_other_splits_hold_out_other_pairs_that_cover_every_shape_and_colour():
         assert not {(o.shape, o.colour) for o in scene.objects} & set(
             tw.held_out_pairs("heldout-2")
         )
+
+
+def test_swapped_caption_has_the_same_words_in_another_order_and_only_for_pairs():
+    scene = tw.sample_scene(3, 0, kind="pair")
+    swapped = tw.swapped_caption(scene)
+    assert sorted(swapped.split()) == sorted(scene.caption.split()) and swapped != scene.caption
+    a, b = scene.objects
+    assert swapped.startswith(tw.article(b.colour)) and swapped.endswith(a.shape)
+    with pytest.raises(ValueError, match="two-object"):
+        tw.swapped_caption(tw.sample_scene(3, 0, kind="single"))
