@@ -354,14 +354,11 @@ def _indexing_child(n: int) -> dict:
 
 
 def _vqgan_child(steps: int, eval_every: int, disc_start: int) -> dict:
-    import torch
 
-    from mmlib.vqgan import VQGAN
-    from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, train_vqgan
+    from mmlib.vqgan_training import VQGANTrainConfig, new_tiny_vqgan, train_vqgan
 
     config = VQGANTrainConfig(steps=steps, eval_every=eval_every, disc_start=disc_start)
-    torch.manual_seed(config.seed)
-    model = VQGAN(**TINY_VQGAN)
+    model = new_tiny_vqgan(config.seed)
     start = time.perf_counter()
     history = train_vqgan(model, config, progress=False, device="cpu")
     wall = time.perf_counter() - start

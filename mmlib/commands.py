@@ -33,8 +33,13 @@ from mmlib.generate import (
 from mmlib.images import display_path, load_image
 from mmlib.search import ImageIndex, contact_sheet, parse_query
 from mmlib.transformer import TransformerConfig, save_transformer
-from mmlib.vqgan import VQGAN
-from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, evaluate_vqgan, train_vqgan
+from mmlib.vqgan_training import (
+    TINY_VQGAN,
+    VQGANTrainConfig,
+    evaluate_vqgan,
+    new_tiny_vqgan,
+    train_vqgan,
+)
 from mmlib.zeroshot import evaluate_shapes
 
 
@@ -116,8 +121,7 @@ def train_vqgan_command(args) -> int:
     config = VQGANTrainConfig(
         steps=steps, seed=args.seed, disc_start=min(defaults.disc_start, steps // 2)
     )
-    torch.manual_seed(args.seed)
-    model = VQGAN(**TINY_VQGAN)
+    model = new_tiny_vqgan(args.seed)
     out = Path(args.out)
     with training_into(out):
         history = train_vqgan(

@@ -64,7 +64,13 @@ from mmlib.env import MMLibError, cache_dir, get_device
 from mmlib.images import SAMPLE_PHOTOS, sample_photos
 from mmlib.transformer import TransformerConfig, load_transformer, save_transformer
 from mmlib.vqgan import VQGAN, load_vqgan
-from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig, evaluate_vqgan, train_vqgan
+from mmlib.vqgan_training import (
+    TINY_VQGAN,
+    VQGANTrainConfig,
+    evaluate_vqgan,
+    new_tiny_vqgan,
+    train_vqgan,
+)
 from mmlib.weights import WeightsNotFoundError
 from mmlib.zeroshot import evaluate_shapes
 
@@ -326,18 +332,10 @@ def _vqgan_folder(home=None) -> Path:
 
 def _make_tiny_vqgan(folder: Path, config: VQGANTrainConfig, home) -> None:
     dev = training_device()
-    torch.manual_seed(config.seed)
-    model = VQGAN(**TINY_VQGAN)
+    model = new_tiny_vqgan(config.seed)
     log.info("training the tiny VQGAN: %d steps, once, then cached", config.steps)
     runs = cache_dir(home) / "runs" / folder.name
-    before = {}  # the model just before the discriminator joins, for notebook 04
-    history = train_vqgan(
-        model,
-        config,
-        folder=runs,
-        on_disc_start=lambda m: before.update(state_dict_cpu(m)),
-        device=dev,
-    )
+    history = train_vqgan(model, config, folder=runs, device=dev)
     final = evaluate_vqgan(model, n=512)
     info = {
         "name": "tiny-vqgan",
@@ -351,10 +349,7 @@ def _make_tiny_vqgan(folder: Path, config: VQGANTrainConfig, home) -> None:
         "history": history.records,
         "config": TINY_VQGAN,
     }
-    weights = {"model.safetensors": state_dict_cpu(model)}
-    if before:
-        weights["before_gan.safetensors"] = before
-    save_model_dir(folder, weights, info)
+    save_model_dir(folder, {"model.safetensors": state_dict_cpu(model)}, info)
 
 
 def tiny_vqgan_info() -> dict:
@@ -365,8 +360,7 @@ def tiny_vqgan_info() -> dict:
 def get_vqgan(profile: str | None = None, device=None, weights: str = "model.safetensors"):
     """Return the profile's VQGAN in eval mode: the tiny one, or the official f16 16384 one.
 
-    For the tiny one, `weights="before_gan.safetensors"` gives it as it was just before the
-    patch discriminator joined the training.
+    For the tiny one, `weights` names the file of its folder to load.
     """
     if get_profile(profile) == "full":
         ckpt, config = (find_full_file(item) for item in FULL_FILES[1:3])

@@ -56,8 +56,6 @@ def test_the_prepared_tiny_vqgan_reconstructs_held_out_images(prepared):
     info = zoo.tiny_vqgan_info()
     assert info["psnr"] >= 24 and info["codebook_used"] >= 0.5
     model = zoo.get_vqgan("tiny")
-    before = zoo.get_vqgan("tiny", weights="before_gan.safetensors")
-    assert not torch.equal(model.decoder.conv_out.weight, before.decoder.conv_out.weight)
     ev = vt.evaluate_vqgan(model, n=64, seed=99)
     assert ev["psnr"] >= 23
     with pytest.raises(FileNotFoundError, match="nope.safetensors' is missing"):
@@ -81,3 +79,44 @@ def test_a_callback_watches_the_training_at_every_evaluation():
         model, cfg, progress=False, callback=lambda step, m: seen.append((step, m.training))
     )
     assert seen == [(2, False), (4, False)] and not model.training
+
+
+def test_edge_contrast_is_one_for_the_reference_and_lower_for_a_blurred_copy():
+    sharp = torch.zeros(2, 3, 16, 16)
+    sharp[:, :, 4:12, 4:12] = 1.0  # a white square on black: edges along its border
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, stride=1, padding=1)
+    assert vt.edge_contrast(sharp, sharp) == pytest.approx(1.0)
+    assert 0.2 < vt.edge_contrast(blurred, sharp) < 0.8
+    noisy_flat = sharp + 0.05 * torch.randn_like(sharp) * (sharp == 0)
+    assert vt.edge_contrast(noisy_flat, sharp) == pytest.approx(1.0, abs=0.15)
+    with pytest.raises(ValueError, match="no edges"):
+        vt.edge_contrast(sharp, torch.zeros_like(sharp))
+    with pytest.raises(ValueError, match=r"\(2, 3, 16, 16\)"):
+        vt.edge_contrast(sharp[:1], sharp)
+
+
+def test_reconstruct_gives_the_models_pictures_in_0_1_in_eval_mode():
+    torch.manual_seed(0)
+    model = VQGAN(vt.TINY_VQGAN_DDCONFIG, 64, 32).train()
+    images = torch.rand(5, 3, 32, 32)
+    out = vt.reconstruct(model, images, batch_size=2)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert not model.training
+    with torch.no_grad():
+        expected = (model(images * 2 - 1)[0].add(1) / 2).clamp(0, 1)
+    assert torch.allclose(out, expected, atol=1e-5)  # batches of 2 vs 5: float noise only
+
+
+def test_new_tiny_vqgan_draws_the_same_weights_for_a_seed_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a, b, c = vt.new_tiny_vqgan(0), vt.new_tiny_vqgan(0), vt.new_tiny_vqgan(1)
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(0)
+    by_hand = VQGAN(**vt.TINY_VQGAN)  # how the course's model starts (zoo: seed, then build)
+    for (name, x), y, z in zip(
+        a.state_dict().items(), b.state_dict().values(), by_hand.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y) and torch.equal(x, z), name
+    assert not torch.equal(a.decoder.conv_out.weight, c.decoder.conv_out.weight)
