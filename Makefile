@@ -36,7 +36,10 @@ test: install
 	$(call STAGE,zoo prepare,$(BIN)/mmlib zoo prepare)
 	$(call STAGE,model pack,$(BIN)/mmlib zoo export $(PACK) && rm -rf build/imported_home && \
 	  MMLIB_HOME=$(CURDIR)/build/imported_home $(BIN)/mmlib zoo import $(PACK))
-	$(call STAGE,unit tests,$(BIN)/pytest -q -m "not notebook" --durations=10)
+	$(call STAGE,unit tests,$(BIN)/pytest -q -m "not notebook and not hostile and not fuzz" \
+	  --durations=10)
+	$(call STAGE,hostile inputs,$(BIN)/pytest -q -m hostile)
+	$(call STAGE,fuzz,$(BIN)/pytest -q -m fuzz)
 	$(call STAGE,unit tests under spawn,MMLIB_START_METHOD=spawn $(BIN)/pytest -q -m workers)
 	$(call STAGE,notebooks,MMLIB_HOME=$(CURDIR)/build/imported_home MMLIB_NO_TRAINING=1 \
 	  $(BIN)/pytest -q -m notebook -s)

@@ -21,6 +21,8 @@ from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
 from mmlib.zeroshot import build_classifier, classify
 
+pytestmark = pytest.mark.hostile
+
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # root reads chmod-000 files anyway
 
 
