@@ -251,8 +251,7 @@ def evaluate_shapes(
     data = toyworld.PairImages(pairs, per_pair=per_pair, seed=seed)
     labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
     result = evaluate(model, preprocess, classifier, data, labels=labels, device=device)
-    held_out = toyworld.held_out_pairs(split) or toyworld.HELD_OUT_PAIRS
-    held = torch.tensor([pairs.index(p) for p in held_out])
+    held = torch.tensor([pairs.index(p) for p in _held_out(split)])
     is_held = torch.isin(labels, held)
     correct = result["predictions"] == labels
     return {
@@ -261,6 +260,62 @@ def evaluate_shapes(
         "all": result["top1"],
         "classnames": classnames,
         **{k: result[k] for k in ("per_class", "confusion", "predictions")},
+    }
+
+
+def _held_out(split: str) -> tuple:
+    return toyworld.held_out_pairs(split) or toyworld.HELD_OUT_PAIRS
+
+
+def mistake_kinds(zs: dict, split: str = "heldout") -> dict:
+    """Return how the held-out pictures of `evaluate_shapes`'s result `zs` were classified, in
+    pictures: "right", "wrong_shape" (the colour right), "wrong_colour" (the shape right) or
+    "both" wrong. Which half of a new combination the model misses says where it breaks."""
+    pairs = toyworld.all_pairs()
+    kinds = dict.fromkeys(("right", "wrong_shape", "wrong_colour", "both"), 0)
+    for shape, colour in _held_out(split):
+        row = zs["confusion"][pairs.index((shape, colour))].tolist()
+        for (s, c), count in zip(pairs, row, strict=True):
+            key = ("both", "wrong_colour", "wrong_shape", "right")[2 * (c == colour) + (s == shape)]
+            kinds[key] += int(count)
+    return kinds
+
+
+@torch.no_grad()
+def shape_probe(
+    model: torch.nn.Module,
+    preprocess,
+    per_pair: int = 20,
+    seed: int = 4321,
+    split: str = "heldout",
+    device=None,
+) -> dict:
+    """Return how well the image encoder alone tells the six shapes apart, with no text at all,
+    on pictures of seen and of held-out (shape, colour) pairs.
+
+    Each picture gets the shape whose mean image vector is nearest, the means taken over other
+    pictures (seed + 1) of the seen pairs only. A drop from "seen" to "heldout" means the
+    encoder's shape features do not carry over to a colour the shape was never seen in.
+    """
+    pairs = toyworld.all_pairs()
+    shape_index = torch.tensor([toyworld.SHAPES.index(s) for s, _ in pairs])
+    held = torch.tensor([pairs.index(p) for p in _held_out(split)])
+
+    def encode(render_seed):
+        data = toyworld.PairImages(pairs, per_pair=per_pair, seed=render_seed)
+        labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
+        feats = encode_images(model, preprocess, data, device=device, progress=False)
+        return feats, shape_index[labels], torch.isin(labels, held)
+
+    ref, ref_shape, ref_held = encode(seed + 1)
+    means = torch.stack(
+        [ref[(ref_shape == k) & ~ref_held].mean(dim=0) for k in range(len(toyworld.SHAPES))]
+    )
+    feats, shape, is_held = encode(seed)
+    right = (feats @ F.normalize(means, dim=-1).T).argmax(dim=1) == shape
+    return {
+        "seen": right[~is_held].float().mean().item(),
+        "heldout": right[is_held].float().mean().item(),
     }
 
 

@@ -102,3 +102,51 @@ def test_trained_tiny_clip_beats_chance_and_the_probe_learns_from_examples(tiny_
     assert 0.5 < prompts["one"]["seen"] <= 1.0
     with pytest.raises(ValueError, match="shots"):
         linear_probe(model, preprocess, shots=(0,))
+
+
+def test_mistake_kinds_sort_the_held_out_pictures_by_what_they_got_wrong():
+    from mmlib import toyworld
+    from mmlib.zeroshot import mistake_kinds
+
+    pairs = toyworld.all_pairs()
+    confusion = torch.zeros(48, 48, dtype=torch.long)
+    shape, colour = toyworld.HELD_OUT_PAIRS[0]
+    other_shape = next(s for s in toyworld.SHAPES if s != shape)
+    other_colour = next(c for c in toyworld.COLOUR_NAMES if c != colour)
+    row = pairs.index((shape, colour))
+    for pred, count in (
+        ((shape, colour), 3),
+        ((other_shape, colour), 2),
+        ((shape, other_colour), 1),
+        ((other_shape, other_colour), 4),
+    ):
+        confusion[row, pairs.index(pred)] = count
+    confusion[pairs.index(toyworld.allowed_pairs("heldout")[0]), 0] = 9  # a seen pair: not counted
+    kinds = mistake_kinds({"confusion": confusion})
+    assert kinds == {"right": 3, "wrong_shape": 2, "wrong_colour": 1, "both": 4}
+
+
+def test_shape_probe_reads_the_image_encoder_alone(tiny_clip):
+    from mmlib.zeroshot import shape_probe
+
+    model, preprocess, _ = tiny_clip
+    probe = shape_probe(model, preprocess, per_pair=3)
+    assert set(probe) == {"seen", "heldout"}
+    assert probe["seen"] >= 0.8  # a CLIP that names seen pairs (>= 95%) knows their shapes
+
+    class Blind(torch.nn.Module):  # the same vector for every picture: the first shape always
+        def __init__(self):
+            super().__init__()
+            self.visual = model.visual
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def encode_image(self, x):
+            return self.w.expand(len(x), 4)
+
+    from mmlib import toyworld
+
+    first = toyworld.SHAPES[0]
+    blind = shape_probe(Blind(), None, per_pair=3)
+    seen, held = toyworld.allowed_pairs("heldout"), toyworld.HELD_OUT_PAIRS
+    assert blind["seen"] == pytest.approx(sum(s == first for s, _ in seen) / len(seen))
+    assert blind["heldout"] == pytest.approx(sum(s == first for s, _ in held) / len(held))
