@@ -407,3 +407,52 @@ def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str,
                 for j in JUDGE_NAMES
             }
     return rows
+
+
+WAY_NAMES = {
+    "first": "first sample",
+    "all": "every sample",
+    "reranked": "best of n",
+    "reranked_one": "best of n, one CLIP",
+}
+
+
+def compare_rows(
+    evaluations: dict[str, dict], ways: Sequence[str] = ("all", "reranked"), group: str = "all"
+) -> dict[str, dict[str, float]]:
+    """Return bars that compare sampling settings, for `plots.judged_bars`: {"setting\\nway":
+    {judge: fraction}} from {setting name: `evaluate_dalle` result}, way by way ("first",
+    "all", "reranked", "reranked_one"), on the `group` of pairs ("seen", "heldout", "all")."""
+    if not evaluations:
+        raise ValueError("no evaluations to compare")
+    if group not in ("seen", "heldout", "all"):
+        raise ValueError(f"group must be 'seen', 'heldout' or 'all', got {group!r}")
+    rows = {}
+    for way in ways:
+        for name, ev in evaluations.items():
+            if way not in ev:
+                known = [w for w in WAY_NAMES if w in ev]
+                raise ValueError(f"{name!r} has no way {way!r}; it has {known}")
+            label = WAY_NAMES[way].replace("best of n", f"best of {ev.get('n', 'n')}")
+            rows[f"{name}\n{label}"] = {
+                JUDGE_NAMES[j]: fractions[group] for j, fractions in ev[way].items()
+            }
+    return rows
+
+
+def attribute_fractions(
+    verdicts: dict, targets: Sequence[tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Return, per judge, the fractions of pictures whose shape, whose colour, and whose both
+    are the target's, from `judge.judge`'s verdicts: which of the two a generator gets wrong."""
+    out = {}
+    for name, v in verdicts.items():
+        if len(v["predictions"]) != len(targets) or not targets:
+            raise ValueError(f"{len(v['predictions'])} verdicts for {len(targets)} targets")
+        pairs = list(zip(v["predictions"], targets, strict=True))
+        out[name] = {
+            "shape": sum(p[0] == t[0] for p, t in pairs) / len(pairs),
+            "colour": sum(p[1] == t[1] for p, t in pairs) / len(pairs),
+            "both": sum(tuple(p) == tuple(t) for p, t in pairs) / len(pairs),
+        }
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,18 @@ def print_table(title: str, summary: dict, goals: dict | None = None) -> None:
     for key, s in summary.items():
         goal = (goals or {}).get(key, "")
         print(f"  {key:<34} {s['mean']:6.1%} {s['min']:6.1%} {s['max']:6.1%}  {s['n']:>4}  {goal}")
+
+
+def goal_values(goals: dict[str, str]) -> dict[str, float]:
+    """Return each goal's first percentage as a fraction (">= 85% mean, ..." -> 0.85): the
+    line `plots.spread` draws."""
+    values = {}
+    for key, text in goals.items():
+        match = re.search(r"(\d+(?:\.\d+)?)\s*%", text)
+        if match is None:
+            raise ValueError(f"goal {key!r} has no percentage: {text!r}")
+        values[key] = float(match.group(1)) / 100
+    return values
 
 
 def provenance() -> dict:

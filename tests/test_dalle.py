@@ -234,3 +234,48 @@ def test_judged_rows_put_the_token_model_beside_vqgan_clip_per_split():
     ]
     assert rows["VQGAN+CLIP\nheldout"] == {"judge CLIP": 0.0, "classifier": 1.0}
     assert rows["best of n, all CLIPs\nseen"] == {"judge CLIP": 1.0, "classifier": 1.0}
+
+
+def test_compare_rows_put_settings_side_by_side_way_by_way():
+    def ev(seen, heldout, n=8):
+        fr = {"seen": seen, "heldout": heldout, "all": (seen + heldout) / 2}
+        return {
+            "n": n,
+            "all": {"judge_clip": fr, "classifier": fr},
+            "reranked": {"judge_clip": fr, "classifier": fr},
+        }
+
+    rows = dalle.compare_rows({"guidance 3": ev(1.0, 0.5), "guidance 1": ev(0.5, 0.25)})
+    assert list(rows) == [
+        "guidance 3\nevery sample",
+        "guidance 1\nevery sample",
+        "guidance 3\nbest of 8",
+        "guidance 1\nbest of 8",
+    ]
+    assert rows["guidance 1\nbest of 8"] == {"judge CLIP": 0.375, "classifier": 0.375}
+    held = dalle.compare_rows({"g": ev(1.0, 0.5)}, ways=["all"], group="heldout")
+    assert held == {"g\nevery sample": {"judge CLIP": 0.5, "classifier": 0.5}}
+    with pytest.raises(ValueError, match="has no way 'first'"):
+        dalle.compare_rows({"g": ev(1.0, 0.5)}, ways=["first"])
+    with pytest.raises(ValueError, match="group"):
+        dalle.compare_rows({"g": ev(1.0, 0.5)}, group="held-out")
+
+
+def test_attribute_fractions_tell_shape_errors_from_colour_errors():
+    targets = [("star", "red"), ("circle", "blue"), ("square", "green"), ("star", "pink")]
+    verdicts = {
+        "classifier": {
+            "predictions": [
+                ("star", "red"),
+                ("square", "blue"),
+                ("square", "red"),
+                ("star", "pink"),
+            ]
+        },
+        "judge_clip": {"predictions": list(targets)},
+    }
+    fr = dalle.attribute_fractions(verdicts, targets)
+    assert fr["classifier"] == {"shape": 0.75, "colour": 0.75, "both": 0.5}
+    assert fr["judge_clip"] == {"shape": 1.0, "colour": 1.0, "both": 1.0}
+    with pytest.raises(ValueError, match="3 verdicts for 4 targets"):
+        dalle.attribute_fractions({"c": {"predictions": targets[:3]}}, targets)

@@ -23,3 +23,11 @@ def test_the_cached_measurements_ship_with_mmlib_and_say_where_they_come_from():
     for name in ("clip", "generate", "dalle"):
         result = spread.cached(name)
         assert result["rows"] and result["summary"] and result["provenance"]["commit"]
+
+
+def test_goal_values_read_each_goals_first_percentage():
+    values = spread.goal_values({**spread.CLIP_GOALS, **spread.DALLE_GOALS})
+    assert values["seen"] == 0.95 and values["heldout"] == 0.85
+    assert values["reranked_judge_clip_heldout"] == 0.6
+    with pytest.raises(ValueError, match="no percentage"):
+        spread.goal_values({"x": "as good as possible"})
