@@ -93,7 +93,7 @@ class TransformerConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 96
-    text_len: int = 16  # the tiny CLIP's context length
+    text_len: int = 16  # caption ids with SOT and EOT: room for the longest caption, and more
     grid: int = 8  # image tokens per side (tiny VQGAN: 32 px / 4)
     image_vocab: int = 256  # the VQGAN's codebook size
     text_vocab: tuple[int, ...] = ()  # the tokenizer ids the model reads (mmlib.dalle fills it)

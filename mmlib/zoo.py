@@ -158,15 +158,19 @@ TINY_BPE_MERGES = 8192
 TINY_BPE_FILE = f"bpe_simple_vocab_{TINY_BPE_MERGES}.txt.gz"
 
 # A small ModifiedResNet image tower (convolutions see small shapes better than 8x8 patches,
-# at a fraction of a ViT's cost on a CPU) and a 3-layer text transformer.
+# at a fraction of a ViT's cost on a CPU) and a narrow 3-layer text transformer. The captions
+# are at most 12 tokens with SOT and EOT, so the context is 12. Composition (held-out pairs)
+# breaks in the image tower (zeroshot.shape_probe), so the text tower is kept small: at width
+# 64 and context 12, 600 steps cost the time 400 steps took at width 128 and context 16, and
+# the image tower gets the extra steps (docs/clip-recipe.md: what was measured).
 TINY_CLIP_CONFIG: dict = {
     "model_cfg": {
         "embed_dim": 128,
         "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
         "text_cfg": {
-            "context_length": 16,
+            "context_length": 12,
             "vocab_size": 256 + 256 + TINY_BPE_MERGES + 2,  # bytes, bytes</w>, merges, SOT/EOT
-            "width": 128,
+            "width": 64,
             "heads": 4,
             "layers": 3,
             "tokenizer_kwargs": {"bpe_path": TINY_BPE_FILE},  # relative to the model folder
@@ -183,10 +187,10 @@ TINY_CLIP_CONFIG: dict = {
 
 # How the tiny CLIPs are trained (fields of mmlib.contrastive.ClipTrainConfig).
 TINY_CLIP_TRAINING: dict = {
-    "steps": 400,
+    "steps": 600,
     "batch_size": 128,
     "lr": 2e-3,
-    "warmup": 40,
+    "warmup": 60,
     "eval_every": 100,
 }
 
