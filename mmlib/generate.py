@@ -34,7 +34,7 @@ from mmlib.clip import (
 from mmlib.env import MMLibError, get_device, to_device
 from mmlib.images import load_image
 from mmlib.judge import benchmark_prompt, judge
-from mmlib.training import progress_bar
+from mmlib.training import frozen, progress_bar
 from mmlib.vqgan import from_model_range, to_model_range
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,9 @@ def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 def spherical_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Return the squared great-circle distance between unit vectors (times 2), row by row."""
+    """Return half the squared great-circle distance between the directions of a and b, row by
+    row: for unit vectors at angle theta, |a - b| = 2 sin(theta / 2), so
+    2 arcsin(|a - b| / 2)^2 = theta^2 / 2."""
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     return (a - b).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
@@ -339,88 +341,101 @@ def generate(
         )
     gen = torch.Generator().manual_seed(config.seed)
     vqgan = to_device(vqgan, dev, "VQGAN").eval()
-    for p in vqgan.parameters():
-        p.requires_grad_(False)
-    targets = _embed_prompts(sets, clips, dev)
-    b, grid = len(sets), size // vqgan.factor
-    lo, hi = (t.to(dev) for t in vqgan.codebook_box())
-    if config.init == "image" or init_image is not None:
-        if not isinstance(init_image, torch.Tensor) or init_image.ndim != 3:
-            raise ValueError("init='image' needs init_image, a (3, H, W) tensor in [0, 1]")
-        img = F.interpolate(
-            init_image[None].float(),
-            size=(size, size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        ).expand(b, -1, -1, -1)
-        with torch.no_grad():
-            z0 = vqgan.encode_latent(to_model_range(img.to(dev)))
-    elif config.init == "noise":
-        z0 = lo + (hi - lo) * torch.rand(b, vqgan.embed_dim, grid, grid, generator=gen).to(dev)
-    elif config.init == "tokens":
-        idx = torch.randint(0, vqgan.n_embed, (b, grid, grid), generator=gen).to(dev)
-        z0 = vqgan.quantize.lookup(idx)
-    else:
-        raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
-    z = z0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=config.lr)
+    # only the latent learns: no gradient is spent on the VQGAN's or the CLIPs' weights
+    with frozen(vqgan, *(model for model, _, _ in clips)):
+        targets = _embed_prompts(sets, clips, dev)
+        b, grid = len(sets), size // vqgan.factor
+        lo, hi = (t.to(dev) for t in vqgan.codebook_box())
+        if config.init == "image" or init_image is not None:
+            if not isinstance(init_image, torch.Tensor) or init_image.ndim != 3:
+                raise ValueError("init='image' needs init_image, a (3, H, W) tensor in [0, 1]")
+            img = F.interpolate(
+                init_image[None].float(),
+                size=(size, size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            ).expand(b, -1, -1, -1)
+            with torch.no_grad():
+                z0 = vqgan.encode_latent(to_model_range(img.to(dev)))
+        elif config.init == "noise":
+            z0 = lo + (hi - lo) * torch.rand(b, vqgan.embed_dim, grid, grid, generator=gen).to(dev)
+        elif config.init == "tokens":
+            idx = torch.randint(0, vqgan.n_embed, (b, grid, grid), generator=gen).to(dev)
+            z0 = vqgan.quantize.lookup(idx)
+        else:
+            raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
+        z = z0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=config.lr)
+        if cutouts is None:
+            cutouts = default_cutouts(config, clips[0][0])
+        normalizers = [tensor_transform(model) for model, _, _ in clips]
+        result = Generation(
+            from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(), sets, config
+        )
+        bar = progress_bar(0, config.steps, "generate", progress)
+        for step in bar:
+            if step == int(config.lr_drop_at * config.steps):
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * config.lr_drop
+            images = clamp_with_grad(
+                from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1
+            )
+            crops = cutouts(images, gen)
+            if crops.shape[0] != b * config.cutn:
+                raise ValueError(
+                    f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
+                    f"{config.cutn} per picture, {b * config.cutn} in all"
+                )
+            loss = images.new_zeros(())
+            for (model, _, _), normalize, m in zip(
+                clips, normalizers, range(len(clips)), strict=True
+            ):
+                embeds = model.encode_image(normalize(crops)).view(b, config.cutn, -1)
+                for i, prompts_i in enumerate(sets):
+                    for p, target in zip(prompts_i, targets[i], strict=True):
+                        loss = loss + prompt_loss(embeds[i], target[m], p.weight, p.stop)
+            if config.init_weight:
+                loss = loss + config.init_weight * F.mse_loss(z, z0)
+            if config.smoothness:
+                loss = loss + config.smoothness * total_variation(images)
+            if not torch.isfinite(loss):
+                result.stopped = (
+                    f"the loss became {loss.item()} at step {step}; kept the last good image"
+                )
+                break
+            result.images = images.detach().cpu()
+            result.losses.append(loss.item())
+            if config.frames_every and step % config.frames_every == 0:
+                result.frames.append(result.images.clone())
+            if callback is not None and callback(step, result.images, loss.item()):
+                result.stopped = f"stopped by the callback at step {step}"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                z.copy_(torch.maximum(torch.minimum(z, hi), lo))  # stay inside the codebook's box
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        if result.stopped is None:
+            with torch.no_grad():
+                result.images = from_model_range(vqgan.decode(vqgan.vector_quantize(z))).cpu()
+    return result
+
+
+def default_cutouts(config: GenerateConfig, model: torch.nn.Module) -> Cutouts:
+    """Return the Cutouts `generate` makes when it is given none: `config.cutn` crops per picture
+    at the input size of CLIP `model` (the first CLIP), the augmentations `config.augment` allows.
+
+    For writing the loop out by hand (notebook 05) or building one's own cutouts on top of it.
+    """
     augment = (
         {"affine": config.affine, "noise": config.noise}
         if config.augment
         else {"flip": False, "affine": 0.0, "noise": 0.0}
     )
-    if cutouts is None:
-        cutouts = Cutouts(input_size(clips[0][0])[0], config.cutn, config.cut_min, **augment)
-    normalizers = [tensor_transform(model) for model, _, _ in clips]
-    result = Generation(
-        from_model_range(vqgan.decode(vqgan.vector_quantize(z0))).detach().cpu(), sets, config
-    )
-    bar = progress_bar(0, config.steps, "generate", progress)
-    for step in bar:
-        if step == int(config.lr_drop_at * config.steps):
-            for group in opt.param_groups:
-                group["lr"] = config.lr * config.lr_drop
-        images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
-        crops = cutouts(images, gen)
-        if crops.shape[0] != b * config.cutn:
-            raise ValueError(
-                f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
-                f"{config.cutn} per picture, {b * config.cutn} in all"
-            )
-        loss = images.new_zeros(())
-        for (model, _, _), normalize, m in zip(clips, normalizers, range(len(clips)), strict=True):
-            embeds = model.encode_image(normalize(crops)).view(b, config.cutn, -1)
-            for i, prompts_i in enumerate(sets):
-                for p, target in zip(prompts_i, targets[i], strict=True):
-                    loss = loss + prompt_loss(embeds[i], target[m], p.weight, p.stop)
-        if config.init_weight:
-            loss = loss + config.init_weight * F.mse_loss(z, z0)
-        if config.smoothness:
-            loss = loss + config.smoothness * total_variation(images)
-        if not torch.isfinite(loss):
-            result.stopped = (
-                f"the loss became {loss.item()} at step {step}; kept the last good image"
-            )
-            break
-        result.images = images.detach().cpu()
-        result.losses.append(loss.item())
-        if config.frames_every and step % config.frames_every == 0:
-            result.frames.append(result.images.clone())
-        if callback is not None and callback(step, result.images, loss.item()):
-            result.stopped = f"stopped by the callback at step {step}"
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            z.copy_(torch.maximum(torch.minimum(z, hi), lo))  # stay inside the codebook's box
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    if result.stopped is None:
-        with torch.no_grad():
-            result.images = from_model_range(vqgan.decode(vqgan.vector_quantize(z))).cpu()
-    return result
+    return Cutouts(input_size(model)[0], config.cutn, config.cut_min, **augment)
 
 
 def from_model_range_raw(images: torch.Tensor) -> torch.Tensor:
@@ -560,3 +575,37 @@ def run_benchmark(
         "best_of": best_of,
         **verdicts,
     }
+
+
+class Pixels(torch.nn.Module):
+    """A stand-in for the VQGAN in `generate` that generates nothing: the latent *is* the picture,
+    (B, 3, size, size) in [0, 1], with no codebook and no decoder (`factor` 1, the box [0, 1]).
+
+    `generate(prompts, Pixels(), clips, GenerateConfig(init="noise", ...))` then runs the same
+    loop, cutouts, losses, steps and learning rates on raw pixels: what CLIP alone asks for when
+    it may set every pixel (notebook 05's control experiment). `init="image"` starts from a
+    picture; `init="tokens"` has no codebook to draw from and is refused.
+    """
+
+    factor = 1
+    embed_dim = 3
+
+    @property
+    def n_embed(self) -> int:
+        raise ValueError("Pixels has no codebook to draw tokens from: use init='noise' or 'image'")
+
+    def codebook_box(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the box the latent stays in: [0, 1] for every colour channel."""
+        return torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+
+    def vector_quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Return z unchanged: there is no codebook to snap to."""
+        return z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the picture z (in [0, 1]) in the [-1, 1] range a VQGAN's decoder gives."""
+        return to_model_range(z)
+
+    def encode_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the latent of images in [-1, 1]: the pictures themselves, in [0, 1]."""
+        return (images + 1) / 2

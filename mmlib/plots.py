@@ -429,3 +429,29 @@ def dalle2_diagram():
     ax.set_title("DALL-E 2 (unCLIP): text -> CLIP image embedding -> picture")
     fig.tight_layout()
     return fig
+
+
+def picture_and_loss(
+    image, losses: Sequence[float], title: str = "", loss_title: str = "The loss while optimising"
+):
+    """Return a two-panel figure: a generated picture (titled `title`, e.g. its prompt) and the
+    loss at every optimisation step that made it."""
+    losses = [float(v) for v in losses]
+    if not losses:
+        raise ValueError("losses is empty: nothing to plot (did the optimisation run?)")
+    if not all(np.isfinite(losses)):
+        raise ValueError("losses must be finite numbers; the run stopped on a NaN or inf loss")
+    arr = _thumb(image)
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"image must be one picture (3, H, W), got shape {tuple(image.shape)}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3), gridspec_kw={"width_ratios": [1, 1.4]})
+    left.imshow(arr, interpolation="nearest")
+    left.set_title(title)
+    left.axis("off")
+    right.plot(range(len(losses)), losses, color="#0072B2")
+    right.set_xlabel("step")
+    right.set_ylabel("loss")
+    right.set_title(loss_title)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

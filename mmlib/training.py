@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +97,22 @@ def check_finite(loss: torch.Tensor, step: int, folder: str | os.PathLike | None
         f"the loss became {loss.item()} at step {step}, so training stopped. {kept} "
         f"A lower learning rate or a shorter warm-up usually cures this."
     )
+
+
+@contextmanager
+def frozen(*modules: torch.nn.Module) -> Iterator[None]:
+    """Within the block, no parameter of `modules` asks for a gradient (an optimisation of an
+    input, such as VQGAN+CLIP's latent, then spends nothing on the weights' gradients); after
+    it, every parameter asks for one again exactly if it did before."""
+    params = [p for m in modules for p in m.parameters()]
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, before, strict=True):
+            p.requires_grad_(flag)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:

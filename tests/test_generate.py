@@ -339,3 +339,59 @@ def test_one_s_own_cutouts_can_replace_the_config_s_and_a_wrong_count_is_refused
             progress=False,
             cutouts=corners,
         )
+
+
+def test_default_cutouts_are_the_ones_generate_makes(small_models):
+    vqgan, clip = small_models
+    for cfg in (
+        g.GenerateConfig(steps=2, cutn=3, seed=4),
+        g.GenerateConfig(steps=2, cutn=2, cut_min=0.7, augment=False, seed=4),
+    ):
+        cut = g.default_cutouts(cfg, clip[0])
+        assert (cut.cut_size, cut.cutn, cut.min_frac) == (32, cfg.cutn, cfg.cut_min)
+        assert (cut.flip, cut.affine > 0, cut.noise > 0) == (cfg.augment,) * 3
+        plain = g.generate("a red star", vqgan, [clip], cfg, progress=False)
+        mine = g.generate("a red star", vqgan, [clip], cfg, progress=False, cutouts=cut)
+        assert torch.equal(plain.images, mine.images) and plain.losses == mine.losses
+
+
+def test_pixels_stand_in_for_the_vqgan_so_the_same_loop_optimises_raw_pixels(small_models):
+    _, clip = small_models
+    cfg = g.GenerateConfig(steps=3, cutn=2, init="noise", seed=4)
+    out = g.generate("a red star", g.Pixels(), [clip], cfg, progress=False)
+    start = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    assert out.images.shape == (1, 3, 32, 32) and len(out.losses) == 3
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    assert not torch.allclose(out.images, start)  # the pixels moved ...
+    assert (out.images - start).abs().max() <= 3 * cfg.lr + 1e-5  # ... by Adam's steps at most
+    again = g.generate("a red star", g.Pixels(), [clip], cfg, progress=False)
+    assert torch.equal(out.images, again.images)
+    picture = torch.rand(3, 32, 32)
+    same = g.generate(
+        "a red star",
+        g.Pixels(),
+        [clip],
+        g.GenerateConfig(steps=1, cutn=2, init="image", lr=1e-6),
+        init_image=picture,
+        progress=False,
+    )
+    assert torch.allclose(same.images[0], picture, atol=1e-4)
+    with pytest.raises(ValueError, match="no codebook"):
+        g.generate("a red star", g.Pixels(), [clip], g.GenerateConfig(steps=1, cutn=2))
+
+
+def test_generation_freezes_the_models_only_while_it_runs():
+    from mmlib.training import frozen
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    b.bias.requires_grad_(False)
+    with frozen(a, b):
+        assert not any(p.requires_grad for m in (a, b) for p in m.parameters())
+        z = torch.ones(1, 2, requires_grad=True)
+        b(a(z)).sum().backward()
+        assert z.grad is not None and a.weight.grad is None  # the input learns, weights do not
+    assert a.weight.requires_grad and a.bias.requires_grad and b.weight.requires_grad
+    assert not b.bias.requires_grad  # as it was before
+    with pytest.raises(RuntimeError), frozen(a):
+        raise RuntimeError("a crash inside")
+    assert a.weight.requires_grad

@@ -107,3 +107,21 @@ def test_attention_mask_draws_a_causal_mask_and_refuses_a_wrong_one():
     for bad, n_text in ((torch.ones(3, 4), 1), (mask, 0), (mask, 6)):
         with pytest.raises(ValueError, match="square mask"):
             plots.attention_mask(bad, n_text)
+
+
+def test_picture_and_loss_shows_the_picture_and_every_step_s_loss():
+    image = torch.zeros(3, 8, 8)
+    image[0] = 1.0  # a red picture
+    fig = plots.picture_and_loss(image, [3.0, 2.5, 2.0], title="a red star")
+    left, right = fig.axes
+    assert left.get_title() == "a red star"
+    assert left.images[0].get_array()[0, 0].tolist() == [1.0, 0.0, 0.0]
+    (line,) = right.lines
+    assert line.get_xdata().tolist() == [0, 1, 2] and line.get_ydata().tolist() == [3.0, 2.5, 2.0]
+    assert (right.get_xlabel(), right.get_ylabel()) == ("step", "loss")
+    with pytest.raises(ValueError, match="losses is empty"):
+        plots.picture_and_loss(image, [])
+    with pytest.raises(ValueError, match="finite"):
+        plots.picture_and_loss(image, [1.0, float("nan")])
+    with pytest.raises(ValueError, match="one picture"):
+        plots.picture_and_loss(torch.zeros(2, 3, 8, 8), [1.0])
