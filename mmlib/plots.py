@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -89,6 +89,30 @@ def image_grid(
             ax.imshow(_thumb(images[k]))
             if titles is not None:
                 ax.set_title(titles[k], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_rows(rows: Mapping[str, Sequence], title: str | None = None, size: float = 1.3):
+    """Return a figure with one row of pictures per entry of `rows`, labelled once at its left
+    (e.g. {"original": pictures, "step 60": reconstructions, ...})."""
+    if not rows or any(len(r) == 0 for r in rows.values()):
+        raise ValueError("image_rows needs at least one row, and no empty row")
+    ncols = max(len(r) for r in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(size * ncols + 1.2, size * len(rows) + 0.4), squeeze=False
+    )
+    for axrow, (label, images) in zip(axes, rows.items(), strict=True):
+        for k, ax in enumerate(axrow):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if k < len(images):
+                ax.imshow(_thumb(images[k]))
+        axrow[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

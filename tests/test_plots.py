@@ -125,3 +125,12 @@ def test_picture_and_loss_shows_the_picture_and_every_step_s_loss():
         plots.picture_and_loss(image, [1.0, float("nan")])
     with pytest.raises(ValueError, match="one picture"):
         plots.picture_and_loss(torch.zeros(2, 3, 8, 8), [1.0])
+
+
+def test_image_rows_label_each_row_once_and_refuse_an_empty_row():
+    pictures = [torch.rand(3, 8, 8) for _ in range(3)]
+    fig = plots.image_rows({"original": pictures, "step 10": pictures[:2]}, title="rows")
+    assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "original"
+    assert fig.axes[3].get_ylabel() == "step 10" and len(fig.axes[5].images) == 0
+    with pytest.raises(ValueError, match="no empty row"):
+        plots.image_rows({"a": pictures, "b": []})
