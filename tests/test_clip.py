@@ -29,7 +29,8 @@ def untrained_tiny():
 def test_tiny_config_loads_untrained_and_says_so(tmp_home, caplog):
     model, preprocess, tokenizer = untrained_tiny()
     assert "UNTRAINED" in caplog.text
-    assert tokenizer(["a red star"]).shape == (1, 16)
+    context = zoo.TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
+    assert tokenizer(["a red star"]).shape == (1, context)
     assert not model.training
 
 

@@ -28,7 +28,7 @@ def small_clip(seed=0):
     """A CLIP smaller than the course's, so the tests are quick."""
     cfg = copy.deepcopy(zoo.TINY_CLIP_CONFIG)
     cfg["model_cfg"]["vision_cfg"].update(patch_size=8, width=64, layers=1)
-    cfg["model_cfg"]["text_cfg"].update(width=64, layers=1, heads=2, context_length=16)
+    cfg["model_cfg"]["text_cfg"].update(width=64, layers=1, heads=2)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg["model_cfg"])
     model.visual.preprocess_cfg = cfg["preprocess_cfg"]
