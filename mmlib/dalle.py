@@ -382,6 +382,11 @@ def evaluate_dalle(
 JUDGE_NAMES = {"judge_clip": "judge CLIP", "classifier": "classifier"}
 
 
+def _by_judge(fractions_by_judge: dict, group: str) -> dict[str, float]:
+    # {"judge_clip": {"seen": .., "heldout": .., "all": ..}, ...} -> {"judge CLIP": .., ...}
+    return {JUDGE_NAMES[j]: fractions[group] for j, fractions in fractions_by_judge.items()}
+
+
 def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str, float]]:
     """Return the bars that compare the token model with VQGAN+CLIP, for `plots.judged_bars`:
     {label: {judge: fraction}} for the first sample and the best of n (by one CLIP, where
@@ -396,9 +401,7 @@ def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str,
     for group in ("seen", "heldout"):
         for way, label in ways.items():
             if way in ev:
-                rows[f"{label}\n{group}"] = {
-                    JUDGE_NAMES[j]: fractions[group] for j, fractions in ev[way].items()
-                }
+                rows[f"{label}\n{group}"] = _by_judge(ev[way], group)
         if vqgan_clip is not None:
             rows[f"VQGAN+CLIP\n{group}"] = {
                 JUDGE_NAMES[j]: judge.fractions_by_split(
@@ -434,9 +437,7 @@ def compare_rows(
                 known = [w for w in WAY_NAMES if w in ev]
                 raise ValueError(f"{name!r} has no way {way!r}; it has {known}")
             label = WAY_NAMES[way].replace("best of n", f"best of {ev.get('n', 'n')}")
-            rows[f"{name}\n{label}"] = {
-                JUDGE_NAMES[j]: fractions[group] for j, fractions in ev[way].items()
-            }
+            rows[f"{name}\n{label}"] = _by_judge(ev[way], group)
     return rows
 
 

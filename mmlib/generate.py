@@ -34,7 +34,7 @@ from mmlib.clip import (
 from mmlib.env import MMLibError, get_device, to_device
 from mmlib.images import load_image
 from mmlib.judge import benchmark_prompt, judge
-from mmlib.training import frozen, progress_bar
+from mmlib.training import frozen, progress_bar, set_lr
 from mmlib.vqgan import from_model_range, to_model_range
 
 log = logging.getLogger(__name__)
@@ -376,8 +376,7 @@ def generate(
         bar = progress_bar(0, config.steps, "generate", progress)
         for step in bar:
             if step == int(config.lr_drop_at * config.steps):
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * config.lr_drop
+                set_lr(opt, config.lr * config.lr_drop)
             images = clamp_with_grad(
                 from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1
             )

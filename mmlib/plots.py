@@ -14,6 +14,11 @@ from mmlib.images import load_image
 SEQUENTIAL_CMAP = "viridis"  # perceptually uniform and colour-blind safe
 
 
+def _numpy(values) -> np.ndarray:
+    """Return a tensor (any device, with or without grad) or an array-like as a numpy array."""
+    return np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+
+
 def _thumb(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
@@ -33,7 +38,7 @@ def similarity_heatmap(
     annotate: bool = True,
 ):
     """Return a figure of the (images x texts) similarity matrix with thumbnails and captions."""
-    sims = np.asarray(sims.detach().cpu() if isinstance(sims, torch.Tensor) else sims)
+    sims = _numpy(sims)
     if sims.ndim != 2:
         raise ValueError(f"sims must be a 2-D matrix, got shape {sims.shape}")
     n_img, n_txt = sims.shape
@@ -182,7 +187,7 @@ def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str =
 def token_grid(image, indices, title: str = "The token grid", annotate: bool = True):
     """Return a figure of `image` with the VQGAN token grid drawn over it and each token's index."""
     arr = _thumb(image)
-    idx = np.asarray(indices.detach().cpu() if isinstance(indices, torch.Tensor) else indices)
+    idx = _numpy(indices)
     if idx.ndim != 2:
         raise ValueError(f"indices must be a 2-D token grid, got shape {idx.shape}")
     h, w = arr.shape[:2]
@@ -278,9 +283,7 @@ def confusion_matrix(
 ):
     """Return a figure of a (true class x predicted class) confusion matrix, one row and one
     column per class name, with a colour bar saying what the counts are (`value_label`)."""
-    if isinstance(confusion, torch.Tensor):
-        confusion = confusion.detach().cpu().numpy()
-    confusion = np.asarray(confusion, dtype=float)
+    confusion = _numpy(confusion).astype(float)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
         raise ValueError(
             f"confusion must be a square (true x predicted) matrix, got shape {confusion.shape}"
@@ -327,7 +330,7 @@ def hits_grid(hits: Sequence, title: str | None = None, ncols: int = 5, size: fl
 def codebook_usage(counts: torch.Tensor | np.ndarray, title: str | None = None):
     """Return bars of how often each codebook entry is used, most used first (a VQGAN's
     codebook: a healthy one uses many codes, a collapsed one a handful)."""
-    counts = np.asarray(counts.detach().cpu() if isinstance(counts, torch.Tensor) else counts)
+    counts = _numpy(counts)
     if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
         raise ValueError("counts must be a non-empty 1-D array of non-negative counts")
     ordered = np.sort(counts)[::-1]
@@ -390,7 +393,7 @@ def spread(
 def attention_mask(mask: torch.Tensor | np.ndarray, n_text: int, title: str | None = None):
     """Return a picture of an attention mask (True/1: the row's position may attend to the
     column's), with the boundary between the `n_text` text positions and the image ones."""
-    mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    mask = _numpy(mask)
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or not 0 < n_text < len(mask):
         raise ValueError(
             f"need a square mask and 0 < n_text < its size; got {mask.shape}, n_text={n_text}"

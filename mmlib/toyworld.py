@@ -431,6 +431,10 @@ class PairImages(Dataset):
     def __len__(self) -> int:
         return len(self.pairs) * self.per_pair
 
+    def picture_labels(self) -> list[int]:
+        """Return the class index of every item, in order (without drawing any picture)."""
+        return [self.labels[i // self.per_pair] for i in range(len(self))]
+
     def __getitem__(self, i: int):
         k = i // self.per_pair
         scene = sample_scene(self.seed, i, "all", "single", pair=self.pairs[k], size=self.size)

@@ -215,16 +215,17 @@ def linear_probe(
     pairs = toyworld.all_pairs()
     test = toyworld.PairImages(pairs, per_pair=per_pair, seed=1234)
     test_x = encode_images(model, preprocess, test, progress=False).numpy()
-    test_y = [test.labels[i // per_pair] for i in range(len(test))]
+    test_y = test.picture_labels()
     train_all = toyworld.PairImages(pairs, per_pair=max(shots), seed=777 + seed)
     train_x = encode_images(model, preprocess, train_all, progress=False).numpy()
+    train_y = train_all.picture_labels()
     result = {}
     for k in shots:
         rows = [c * max(shots) + j for c in range(len(pairs)) for j in range(k)]
         probe = LogisticRegression(C=10.0, max_iter=2000)
         with warnings.catch_warnings():  # 1 example per class looks like regression to sklearn
             warnings.simplefilter("ignore", UserWarning)
-            probe.fit(train_x[rows], [train_all.labels[r // max(shots)] for r in rows])
+            probe.fit(train_x[rows], [train_y[r] for r in rows])
         result[k] = float((probe.predict(test_x) == test_y).mean())
     return result
 
@@ -249,7 +250,7 @@ def evaluate_shapes(
     classnames = [toyworld.pair_label(s, c) for s, c in pairs]
     classifier = build_classifier(model, tokenizer, classnames, templates, device=device)
     data = toyworld.PairImages(pairs, per_pair=per_pair, seed=seed)
-    labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
+    labels = torch.tensor(data.picture_labels())
     result = evaluate(model, preprocess, classifier, data, labels=labels, device=device)
     held = torch.tensor([pairs.index(p) for p in _held_out(split)])
     is_held = torch.isin(labels, held)
@@ -303,7 +304,7 @@ def shape_probe(
 
     def encode(render_seed):
         data = toyworld.PairImages(pairs, per_pair=per_pair, seed=render_seed)
-        labels = torch.tensor([data.labels[i // per_pair] for i in range(len(data))])
+        labels = torch.tensor(data.picture_labels())
         feats = encode_images(model, preprocess, data, device=device, progress=False)
         return feats, shape_index[labels], torch.isin(labels, held)
 

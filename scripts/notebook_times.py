@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mmlib.course import TIMES_FILE
+
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "docs" / "measurements.json"
 GUIDE = ROOT / "docs" / "instructor.md"
@@ -77,7 +79,7 @@ def tables(measured: dict) -> str:
 
 
 def measure() -> dict:
-    notebooks = json.loads((ROOT / "build" / "notebook-times.json").read_text())
+    notebooks = json.loads(TIMES_FILE.read_text())
     home = Path(os.environ.get("MMLIB_HOME") or ROOT / "build" / "mmlib_home")
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
