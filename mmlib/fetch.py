@@ -81,14 +81,21 @@ def download(
                 disable=not progress,
             ) as bar,
         ):
+            got = have if resumed else 0
             try:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    got += len(chunk)
             except OSError as err:
                 raise DownloadError(
                     f"the download of {url} broke off ({err}); run it again to resume"
                 ) from err
+            if total is not None and got < total:  # the server closed the connection early
+                raise DownloadError(
+                    f"the download of {url} broke off after {got:,} of {total:,} bytes; "
+                    "run it again to resume"
+                )
     return _finish(part, target, url, sha256)
 
 
