@@ -134,6 +134,23 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
+# What each measurement depends on: the zoo folders (named by their cache keys) of the models
+# and results whose recipes it measures. A full measurement records their names ("recipes"), so
+# a test can tell when the spread that ships with mmlib no longer measures today's recipes.
+MEASURES = {
+    "clip": ("tiny-clip",),
+    "generate": ("vqgan-clip-results",),  # its key holds the CLIPs', VQGAN's and judges' keys
+    "dalle": ("tiny-dalle", "tiny-clip", "tiny-clip-b", "judge-clip", "judge-classifier"),
+}
+BENCH_OF = {"clip": "train", "generate": "generate", "dalle": "dalle"}
+
+
+def recipe_keys(name: str) -> dict[str, str]:
+    """Return {model: folder name} of what measurement `name` depends on, as the code is now."""
+    folders = zoo.tiny_folders()
+    return {model: folders[model].name for model in MEASURES[name]}
+
+
 def cached(name: str) -> dict:
     """Return the full spread measurement `name` ("clip", "generate", "dalle") that ships with
     mmlib (mmlib/data/spread/NAME.json: made by `mmlib bench ...` without --quick, on 2 CPU
@@ -187,6 +204,8 @@ def clip_spread(
         "summary": summarise(rows, ["seen", "heldout"]),
         "wall_seconds": time.perf_counter() - start,
     }
+    if not steps:  # the zoo's recipe, as it is
+        result["recipes"] = recipe_keys("clip")
     print_table(
         f"the tiny CLIP over {len(seeds)} seeds x {len(splits)} splits "
         f"({result['recipe']['steps']} steps, {result['wall_seconds']:.0f} s wall)",
@@ -258,6 +277,8 @@ def generate_spread(
         "summary": summarise(rows, keys),
         "wall_seconds": time.perf_counter() - start,
     }
+    if not steps and not prompts:
+        result["recipes"] = recipe_keys("generate")
     print_table(
         f"VQGAN+CLIP over {len(seeds)} seeds x {len(prompt_sets)} prompt sets "
         f"({result['wall_seconds']:.0f} s wall)",
@@ -361,6 +382,8 @@ def dalle_spread(
         "by_prompt_set": by_set,
         "wall_seconds": time.perf_counter() - start,
     }
+    if not steps and n == 8:
+        result["recipes"] = recipe_keys("dalle")
     print_table(
         f"the token model over {len(seeds)} training seeds x {len(prompt_sets)} prompt sets x "
         f"{len(sampling_seeds)} sampling seeds ({result['wall_seconds']:.0f} s wall)",

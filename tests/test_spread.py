@@ -25,6 +25,16 @@ def test_the_cached_measurements_ship_with_mmlib_and_say_where_they_come_from():
         assert result["rows"] and result["summary"] and result["provenance"]["commit"]
 
 
+def test_the_cached_measurements_measured_todays_recipes():
+    # a recipe changed without its full bench re-run would leave the notebooks showing another
+    # recipe's spread
+    for name, bench in spread.BENCH_OF.items():
+        assert spread.cached(name)["recipes"] == spread.recipe_keys(name), (
+            f"mmlib/data/spread/{name}.json measured other recipes: run `mmlib bench {bench}` "
+            f"and copy MMLIB_HOME/bench/{name}.json there"
+        )
+
+
 def test_goal_values_read_each_goals_first_percentage():
     values = spread.goal_values({**spread.CLIP_GOALS, **spread.DALLE_GOALS})
     assert values["seen"] == 0.95 and values["heldout"] == 0.85
