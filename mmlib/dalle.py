@@ -24,7 +24,16 @@ from mmlib import judge, toyworld
 from mmlib.checkpoints import save_checkpoint
 from mmlib.clip import as_clips, clip_scores
 from mmlib.env import get_device
-from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, resume, set_lr
+from mmlib.training import (
+    History,
+    bars_on,
+    check_finite,
+    cosine_lr,
+    due,
+    progress_bar,
+    resume,
+    set_lr,
+)
 from mmlib.transformer import (
     TokenTransformer,
     TransformerConfig,
@@ -114,7 +123,8 @@ def scene_data(
     ]
     text = model.encode_captions([s.caption for s in scenes])
     chunks = []
-    for i in tqdm(range(0, n, 1024), desc="encode scenes", disable=not progress, leave=False):
+    batches = range(0, n, 1024)
+    for i in tqdm(batches, desc="encode scenes", disable=not bars_on(progress), leave=False):
         images = torch.stack([toyworld.to_tensor(toyworld.render(s)) for s in scenes[i : i + 1024]])
         chunks.append(image_tokens(vqgan, images))
     return text, torch.cat(chunks)

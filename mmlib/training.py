@@ -70,10 +70,16 @@ def cosine_lr(step: int, total: int, warmup: int, base_lr: float, min_ratio: flo
     return base_lr * (min_ratio + (1 - min_ratio) * cosine)
 
 
+def bars_on(enabled: bool = True) -> bool:
+    """Return whether a progress bar shows: not when its caller says no, nor under TQDM_DISABLE=1
+    (the workers of `mmlib zoo prepare` set it: their parent shows one bar for all of them; tqdm
+    itself reads the variable only when imported, and a bar given `disable=` ignores it)."""
+    return enabled and os.environ.get("TQDM_DISABLE", "") in ("", "0", "false", "False")
+
+
 def progress_bar(start: int, total: int, desc: str, enabled: bool = True):
-    """Return a tqdm.auto bar over steps [start, total); TQDM_DISABLE=1 switches bars off (the
-    workers of `mmlib zoo prepare` set it: their parent shows one bar for all of them)."""
-    enabled = enabled and os.environ.get("TQDM_DISABLE", "") in ("", "0", "false", "False")
+    """Return a tqdm.auto bar over steps [start, total), shown when `bars_on(enabled)`."""
+    enabled = bars_on(enabled)
     return tqdm(
         range(start, total),
         initial=start,

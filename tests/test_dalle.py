@@ -141,6 +141,17 @@ def test_training_data_never_shows_a_held_out_pair(model, vqgan):
     assert not torch.equal(full_image, image)
 
 
+def test_scene_encoding_shows_its_bar_unless_tqdm_disable_is_set(model, vqgan, capsys, monkeypatch):
+    # the workers of `mmlib zoo prepare` set TQDM_DISABLE=1 after tqdm was imported: a bar given
+    # disable= must still obey it, or its lines cut through the parent's one bar
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    dalle.scene_data(model, vqgan, 4, progress=True)
+    assert "encode scenes" not in capsys.readouterr().err
+    monkeypatch.delenv("TQDM_DISABLE")
+    dalle.scene_data(model, vqgan, 4, progress=True)
+    assert "encode scenes" in capsys.readouterr().err
+
+
 def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, tokenizer):
     gen = torch.Generator().manual_seed(4)
     data = (
