@@ -139,7 +139,7 @@ def scene_data(
 class DalleTrainConfig:
     """Everything that decides a training run besides the model's size."""
 
-    steps: int = 1800
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 6e-3
     warmup: int = 50

@@ -56,11 +56,11 @@ def new_tiny_vqgan(seed: int = 0) -> VQGAN:
 class VQGANTrainConfig:
     """Everything that decides a tiny-VQGAN training run."""
 
-    steps: int = 700
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 50
-    disc_start: int = 420  # the patch discriminator joins after the autoencoder works
+    disc_start: int = 600  # the patch discriminator joins after the autoencoder works
     disc_weight: float = 0.1
     disc_lr: float = 4e-4
     seed: int = 0
