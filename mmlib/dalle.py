@@ -139,7 +139,7 @@ def scene_data(
 class DalleTrainConfig:
     """Everything that decides a training run besides the model's size."""
 
-    steps: int = 2000
+    steps: int = 2500
     batch_size: int = 32
     lr: float = 6e-3
     warmup: int = 50
@@ -148,7 +148,7 @@ class DalleTrainConfig:
     p_uncond: float = 0.1  # captions dropped to [SOT, EOT]: teaches p(image) for `guidance`
     seed: int = 0
     split: str = "heldout"
-    # The world it learns: one large object on a plain grey background. With ~4 CPU minutes of
+    # The world it learns: one large object on a plain grey background. With ~5 CPU minutes of
     # training, the full world's small shapes and gradient backgrounds leave it drawing blobs
     # (notebook 06 shows the measurements); None / "gradient" train on the full world.
     object_size: str | None = "large"

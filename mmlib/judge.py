@@ -23,18 +23,11 @@ from mmlib.env import get_device
 from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, set_lr
 from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
 
-NET = {"width": 32, "stem_stride": 2}  # the judge's shape (part of the zoo's cache key)
-
 
 class ShapeColourNet(nn.Module):
-    """A small CNN with two heads: which shape, which colour (of the main object).
+    """A small CNN with two heads: which shape, which colour (of the main object)."""
 
-    Its first layer halves the resolution, as a ResNet's stem does: 16 x 16 feature maps still
-    tell a 32 px picture's shapes apart (every clean render right), in about a third of the
-    training time that staying at 32 x 32 took (`mmlib bench prepare` prints it).
-    """
-
-    def __init__(self, width: int = NET["width"], stem_stride: int = NET["stem_stride"]):
+    def __init__(self, width: int = 32):
         super().__init__()
 
         def block(cin, cout, stride):
@@ -45,7 +38,7 @@ class ShapeColourNet(nn.Module):
             )
 
         self.features = nn.Sequential(
-            block(3, width, stem_stride),
+            block(3, width, 1),
             block(width, width, 1),
             block(width, 2 * width, 2),
             block(2 * width, 2 * width, 1),
@@ -216,5 +209,5 @@ def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, clas
 
 
 def config_dict(config: ClassifierTrainConfig) -> dict:
-    """Return the config and the net's shape as a plain dict (for the zoo's cache key)."""
-    return {**asdict(config), "net": NET}
+    """Return the config as a plain dict (for the zoo's cache key)."""
+    return asdict(config)
