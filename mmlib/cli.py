@@ -100,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument("--seed", type=non_negative_int, default=cd.seed)
     clip.add_argument("--split", default=cd.split, help="heldout, all, or another named split")
     clip.add_argument("--eval-every", type=non_negative_int, default=cd.eval_every)
-    clip.add_argument("--workers", type=non_negative_int, default=cd.num_workers)
+    clip.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=cd.num_workers,
+        help="processes rendering batches beside the training (they pay only on an idle core)",
+    )
     clip.add_argument("--device", default=None)
 
     vq = tsub.add_parser("vqgan", help="train a tiny VQGAN on the shapes world")

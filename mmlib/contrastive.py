@@ -122,7 +122,10 @@ class ClipTrainConfig:
     eval_per_pair: int = 6
     checkpoint_every: int = 200
     log_every: int = 10
-    num_workers: int = 1  # processes rendering batches while the model trains
+    # Processes rendering batches beside the training. 0 by default: torch's threads already
+    # fill every core, and a worker would take time from them (`mmlib bench train` measured it:
+    # a worker pays only when a core is idle, and `zoo prepare` keeps every core busy).
+    num_workers: int = 0
     local_loss: bool = True
     gather_with_grad: bool = True
 

@@ -275,7 +275,9 @@ def _clip_folder(name: str, home=None, train: bool = True) -> Path:
     if name not in TINY_MODELS:
         raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
     spec = TINY_MODELS[name]
-    parts = {**asdict(spec), "training": asdict(tiny_train_config(name)), "trained": train}
+    training = asdict(tiny_train_config(name))
+    del training["num_workers"]  # how batches are rendered, not which: the same weights
+    parts = {**asdict(spec), "training": training, "trained": train}
     return cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
 
 
