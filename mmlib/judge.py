@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -206,8 +206,3 @@ def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, clas
             "fraction": sum(correct) / len(correct),
         }
     return result
-
-
-def config_dict(config: ClassifierTrainConfig) -> dict:
-    """Return the config as a plain dict (for the zoo's cache key)."""
-    return asdict(config)

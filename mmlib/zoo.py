@@ -404,7 +404,7 @@ def judge_classifier_dir(home: str | os.PathLike | None = None) -> Path:
 
 
 def _classifier_folder(home=None) -> Path:
-    key = model_key("judge-classifier", judge.config_dict(judge.ClassifierTrainConfig()))
+    key = model_key("judge-classifier", asdict(judge.ClassifierTrainConfig()))
     return cache_dir(home) / "models" / key
 
 
