@@ -13,6 +13,8 @@ The skeleton every loop of the course follows::
         ...backward, step...
         if due(step, log_every, steps): history.log(step, loss=loss)
         if folder and due(step, checkpoint_every, steps): save_checkpoint(...)
+
+A config's `recipe` is what a model cache keys on: every field that can change the weights.
 """
 
 from __future__ import annotations
@@ -21,13 +23,26 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from mmlib.checkpoints import checkpoint_exists, load_checkpoint, read_step
 from mmlib.env import MMLibError
+
+# Fields a trainer's config may have that decide when a run logs, evaluates or checkpoints, or how
+# many processes render the same batches in the same order: never which weights come out.
+# (tests/test_training.py trains with each changed and checks the weights are bit-identical.)
+BOOKKEEPING = frozenset(
+    {"log_every", "eval_every", "eval_per_pair", "checkpoint_every", "num_workers"}
+)
+
+
+def recipe(config) -> dict:
+    """Return a training config's fields as a dict, less its BOOKKEEPING: what decides the
+    weights, and so what a model cache keys on."""
+    return {k: v for k, v in asdict(config).items() if k not in BOOKKEEPING}
 
 
 class NonFiniteLossError(MMLibError):

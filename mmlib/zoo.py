@@ -62,6 +62,7 @@ from mmlib.downloads import (
 )
 from mmlib.env import MMLibError, cache_dir, get_device
 from mmlib.images import SAMPLE_PHOTOS, sample_photos
+from mmlib.training import recipe
 from mmlib.transformer import TransformerConfig, load_transformer, save_transformer
 from mmlib.vqgan import VQGAN, load_vqgan
 from mmlib.vqgan_training import (
@@ -275,9 +276,7 @@ def _clip_folder(name: str, home=None, train: bool = True) -> Path:
     if name not in TINY_MODELS:
         raise ValueError(f"name={name!r} is not a tiny model; known: {list(TINY_MODELS)}")
     spec = TINY_MODELS[name]
-    training = asdict(tiny_train_config(name))
-    del training["num_workers"]  # how batches are rendered, not which: the same weights
-    parts = {**asdict(spec), "training": training, "trained": train}
+    parts = {**asdict(spec), "training": recipe(tiny_train_config(name)), "trained": train}
     return cache_dir(home) / "models" / model_key(name, TINY_CLIP_CONFIG, **parts)
 
 
@@ -332,7 +331,7 @@ def tiny_vqgan_dir(home: str | os.PathLike | None = None) -> Path:
 
 
 def _vqgan_folder(home=None) -> Path:
-    key = model_key("tiny-vqgan", TINY_VQGAN, training=asdict(VQGANTrainConfig()))
+    key = model_key("tiny-vqgan", TINY_VQGAN, training=recipe(VQGANTrainConfig()))
     return cache_dir(home) / "models" / key
 
 
@@ -404,7 +403,7 @@ def judge_classifier_dir(home: str | os.PathLike | None = None) -> Path:
 
 
 def _classifier_folder(home=None) -> Path:
-    key = model_key("judge-classifier", asdict(judge.ClassifierTrainConfig()))
+    key = model_key("judge-classifier", recipe(judge.ClassifierTrainConfig()))
     return cache_dir(home) / "models" / key
 
 
@@ -584,7 +583,7 @@ def _dalle_folder(home=None) -> Path:
     key = model_key(
         "tiny-dalle",
         asdict(TransformerConfig()),
-        training=asdict(dalle.DalleTrainConfig()),
+        training=recipe(dalle.DalleTrainConfig()),
         vqgan=_vqgan_folder(home).name,
         tokenizer=TINY_BPE_FILE,
         sampling=dalle.SAMPLING,
