@@ -190,7 +190,7 @@ TINY_CLIP_CONFIG: dict = {
 TINY_CLIP_TRAINING: dict = {
     "steps": 600,
     "batch_size": 128,
-    "lr": 2e-3,
+    "lr": 3e-3,
     "warmup": 60,
     "eval_every": 100,
 }
