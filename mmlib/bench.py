@@ -207,14 +207,16 @@ def bench_train(quick: bool = False) -> dict:
     else:
         spread_result = spread.clip_spread()
         print(f"saved: {spread.save('clip', spread_result)}")
-    speed_steps = 8 if quick else 40
-    runs = {
-        v: run_child("_train_child", variant=v, steps=speed_steps, batch_size=128)
-        for v in ("plain", "mmlib")
-    }
+    speed_steps, repeats = (8, 1) if quick else (40, 3)
+    runs = {}
+    for _ in range(repeats):  # alternated, best of each: a slow moment of the machine hits one run
+        for v in ("plain", "mmlib"):
+            run = run_child("_train_child", variant=v, steps=speed_steps, batch_size=128)
+            if v not in runs or run["samples_per_s"] > runs[v]["samples_per_s"]:
+                runs[v] = run
     ratio = runs["mmlib"]["samples_per_s"] / runs["plain"]["samples_per_s"]
     print(
-        f"bench train (b): {speed_steps} steps of batch 128; plain open_clip loop "
+        f"bench train (b): {speed_steps} steps of batch 128, best of {repeats}; plain open_clip loop "
         f"{runs['plain']['samples_per_s']:.0f} samples/s, mmlib trainer "
         f"{runs['mmlib']['samples_per_s']:.0f} samples/s: {ratio:.2f}x (goal >= 1.0)"
     )
