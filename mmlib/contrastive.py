@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +26,16 @@ from mmlib import toyworld
 from mmlib.checkpoints import save_checkpoint
 from mmlib.clip import tensor_transform
 from mmlib.env import autocast, get_device
-from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, resume, set_lr
+from mmlib.training import (
+    History,
+    check_finite,
+    cosine_lr,
+    due,
+    progress_bar,
+    recipe,
+    resume,
+    set_lr,
+)
 from mmlib.zeroshot import evaluate_shapes
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature at 1/100
@@ -215,7 +224,7 @@ def train_clip(
         eps=1e-6,
         **fused,
     )
-    start, history = resume(folder, model, optimizer, asdict(config))
+    start, history = resume(folder, model, optimizer, recipe(config))
     if distributed and dev.type == "cuda":  # batch statistics over the global batch, as 1 GPU
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -266,7 +275,7 @@ def train_clip(
                 step, zeroshot_seen=zs["seen"], zeroshot_heldout=zs["heldout"], seconds=seconds
             )
         if rank == 0 and folder is not None and due(step, config.checkpoint_every, config.steps):
-            save_checkpoint(folder, model, optimizer, step + 1, asdict(config), history)
+            save_checkpoint(folder, model, optimizer, step + 1, recipe(config), history)
         tick = time.perf_counter()  # evaluation and checkpoints do not count as training time
     bar.close()
     model.eval()

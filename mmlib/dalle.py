@@ -31,6 +31,7 @@ from mmlib.training import (
     cosine_lr,
     due,
     progress_bar,
+    recipe,
     resume,
     set_lr,
 )
@@ -199,7 +200,7 @@ def train_dalle(
         lr=tc.lr,
         betas=(0.9, 0.95),
     )
-    saved = json.loads(json.dumps({"model": asdict(model.config), "train": asdict(tc)}))
+    saved = json.loads(json.dumps({"model": asdict(model.config), "train": recipe(tc)}))
     start, history = resume(folder, model, optimizer, saved)
     gen = torch.Generator().manual_seed(tc.seed)
     seconds = history.last("seconds", 0.0)

@@ -33,7 +33,9 @@ from mmlib.env import MMLibError
 
 # Fields a trainer's config may have that decide when a run logs, evaluates or checkpoints, or how
 # many processes render the same batches in the same order: never which weights come out.
-# (tests/test_training.py trains with each changed and checks the weights are bit-identical.)
+# (tests/test_training.py and, for num_workers, tests/test_workers.py train with them changed and
+# check the weights are bit-identical.) Checkpoints compare recipes too: a run resumes with other
+# bookkeeping.
 BOOKKEEPING = frozenset(
     {"log_every", "eval_every", "eval_per_pair", "checkpoint_every", "num_workers"}
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
 from mmlib import toyworld
 from mmlib.checkpoints import save_checkpoint
 from mmlib.env import get_device
-from mmlib.training import check_finite, cosine_lr, due, progress_bar, resume, set_lr
+from mmlib.training import check_finite, cosine_lr, due, progress_bar, recipe, resume, set_lr
 from mmlib.vqgan import VQGAN, from_model_range, to_model_range
 
 # f = 4 on 32 px images: an 8 x 8 grid of tokens, each covering 4 x 4 pixels. A small shape
@@ -178,12 +178,15 @@ def train_vqgan(
     dev = get_device(device)
     torch.manual_seed(config.seed)
     disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=2).apply(weights_init)
-    both = nn.ModuleDict({"vqgan": model, "disc": disc}).to(dev)
+    # Which codes were used since the last dead-code restart: checkpointed with the weights, so a
+    # resumed run re-seeds the same codes as one that never stopped.
+    usage = nn.Module()
+    usage.register_buffer("counts", torch.zeros(model.n_embed))
+    both = nn.ModuleDict({"vqgan": model, "disc": disc, "usage": usage}).to(dev)
     opt_g = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.9))
-    start, history = resume(folder, both, [opt_g, opt_d], asdict(config))
+    start, history = resume(folder, both, [opt_g, opt_d], recipe(config))
     world = toyworld.ShapesWorld(config.steps * config.batch_size, config.seed, config.split)
-    usage = torch.zeros(model.n_embed, device=dev)
     seconds, tick = history.last("seconds", 0.0), time.perf_counter()
     last_layer = model.decoder.conv_out.weight
     bar = progress_bar(start, config.steps, "train VQGAN", progress)
@@ -214,14 +217,14 @@ def train_vqgan(
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        usage += torch.bincount(indices.flatten(), minlength=model.n_embed).float()
+        usage.counts += torch.bincount(indices.flatten(), minlength=model.n_embed).float()
         if due(step, config.restart_every, 0):
-            dead = (usage == 0).nonzero().flatten()
+            dead = (usage.counts == 0).nonzero().flatten()
             if len(dead):  # re-seed dead codes with random encoder outputs of this batch
                 flat = z.detach().permute(0, 2, 3, 1).reshape(-1, model.embed_dim)
                 pick = flat[torch.randint(0, len(flat), (len(dead),)).to(dev)]
                 model.quantize.embedding.weight.data[dead] = pick
-            usage.zero_()
+            usage.counts.zero_()
         seconds += time.perf_counter() - tick
         if due(step, config.log_every, config.steps, first=True):
             history.log(
@@ -247,7 +250,7 @@ def train_vqgan(
                 callback(step + 1, model)
                 model.train()
         if folder is not None and due(step, config.checkpoint_every, config.steps):
-            save_checkpoint(folder, both, [opt_g, opt_d], step + 1, asdict(config), history)
+            save_checkpoint(folder, both, [opt_g, opt_d], step + 1, recipe(config), history)
         tick = time.perf_counter()
     bar.close()
     model.eval()
