@@ -122,8 +122,8 @@ class ClipTrainConfig:
 
     steps: int = 600
     batch_size: int = 128  # global: split over processes under torchrun
-    lr: float = 2e-3
-    warmup: int = 40
+    lr: float = 3e-3
+    warmup: int = 60
     weight_decay: float = 0.1
     seed: int = 0
     split: str = "heldout"
