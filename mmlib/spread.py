@@ -1,7 +1,7 @@
 """The spread of the course's results: each quality figure measured over several training seeds,
 held-out splits, prompt sets and sampling seeds, reported as mean, min and max, with wall time.
 
-One run is one draw: the tiny CLIP's held-out accuracy moved from 55% to 93% between seeds and
+One run is one draw: the tiny CLIP's held-out accuracy moved from 55% to 92% between seeds and
 splits of the same recipe before the recipe was fixed, so the course states only what the
 spread supports. `mmlib bench train|generate|dalle` run these; their full results are kept in
 MMLIB_HOME/bench/ and, for the notebooks, in mmlib/data/spread/ (`cached`).

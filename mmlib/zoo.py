@@ -2,8 +2,9 @@
 
 - ``tiny`` (default): small models made by the course on the shapes world (three tiny CLIPs, a
   tiny VQGAN, a token transformer, the judges' classifier) and VQGAN+CLIP's cached benchmark.
-  Each lives in a folder under ``MMLIB_HOME/models`` named by its *recipe*: the model and
-  training configs, the seed, the split and mmlib's version, hashed (`model_key`). The tiny
+  Each lives in a folder under ``MMLIB_HOME/models`` named by its *recipe*: the model config,
+  what of the training config decides the weights (`training.recipe`: not when it logs,
+  evaluates or checkpoints), the seed, the split and mmlib's version, hashed (`model_key`). The tiny
   CLIPs are open_clip ``local-dir:`` folders, so they load like any OpenCLIP model; every folder
   holds ``mmlib.json`` saying how, where and how fast it was made. The tiny CLIPs are registered
   with `mmlib.clip` as ``mmlib:tiny-clip``, ``mmlib:judge-clip`` and ``mmlib:tiny-clip-b``.
@@ -260,7 +261,7 @@ def tiny_clip_dir(
 ) -> Path:
     """Return the local-dir folder of a tiny CLIP, training and caching it on first use.
 
-    The folder name is a hash of the model config, the training config, the seed, the split
+    The folder name is a hash of the model config, the training recipe, the seed, the split
     and mmlib's version: change any of them and a new model is trained. A file lock makes two
     notebooks (or `mmlib zoo prepare` runs) wait for one training instead of both training.
     With `train=False`, return an untrained model of the same config (for tests and demos).
