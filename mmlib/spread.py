@@ -199,7 +199,12 @@ def clip_spread(
     jobs = [{"seed": s, "split": sp, "steps": steps} for sp in splits for s in seeds]
     rows = run_parallel("_clip_run", jobs)
     result = {
-        "recipe": {**zoo.TINY_CLIP_TRAINING, **({"steps": steps} if steps else {})},
+        "recipe": {
+            **zoo.TINY_CLIP_TRAINING,
+            "seed": list(seeds),
+            "split": list(splits),
+            **({"steps": steps} if steps else {}),
+        },
         "rows": rows,
         "summary": summarise(rows, ["seen", "heldout"]),
         "wall_seconds": time.perf_counter() - start,
