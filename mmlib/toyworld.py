@@ -355,13 +355,18 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
             )
         else:
             draw.polygon([(px * s, py * s) for px, py in _polygon(o.shape, o.x, o.y, o.r)], fill=k)
-    blocks = np.asarray(labels).reshape(size, s, size, s)
+    # how many of each pixel's s x s samples carry each label: one count over all labels at once
+    n = len(scene.objects) + 1
+    blocks = np.asarray(labels).reshape(size, s, size, s).transpose(0, 2, 1, 3)
+    cell = np.arange(size * size, dtype=np.intp).reshape(size, size, 1, 1) * n
+    counts = np.bincount((cell + blocks).ravel(), minlength=size * size * n)
+    share = counts.reshape(size, size, n).astype(np.float32) / np.float32(s * s)
     ramp = (np.arange(size, dtype=np.float32) + 0.5) / size  # the gradient at pixel centres
     (a, b) = scene.background
     row = np.array(a, np.float32) * (1 - ramp)[:, None] + np.array(b, np.float32) * ramp[:, None]
     image = np.broadcast_to(row[:, None, :], (size, size, 3)).copy()
     for k, o in enumerate(scene.objects, start=1):
-        cover = (blocks == k).mean(axis=(1, 3), dtype=np.float32)[..., None]
+        cover = share[..., k : k + 1]
         image += (np.array(COLOURS[o.colour], np.float32) - row[:, None, :]) * cover
     return (image + 0.5).astype(np.uint8)
 
