@@ -58,6 +58,7 @@ class VQGANTrainConfig:
 
     steps: int = 1000  # at 700 (25.6 dB) the token model fell to 88.9% seen (judge CLIP)
     batch_size: int = 32
+    crop: int = 24  # random crops of this side until `disc_start`, then whole pictures (0: none)
     lr: float = 1e-3
     warmup: int = 50
     disc_start: int = 600  # the patch discriminator joins after the autoencoder works
@@ -69,6 +70,28 @@ class VQGANTrainConfig:
     eval_every: int = 250
     checkpoint_every: int = 250
     log_every: int = 10
+
+
+def random_crops(images: torch.Tensor, side: int, seed: int, step: int) -> torch.Tensor:
+    """Return a random `side` x `side` crop of each image (B, C, H, W), drawn from (seed, step).
+
+    The VQGAN is convolutional: it learns its parts (edges, corners, colours) from crops and
+    decodes whole pictures after. A 24 px crop of a 32 px picture costs 56% of the compute.
+    Measured (1,000 steps, two runs side by side at one thread each, held-out PSNR on 512
+    pictures): whole pictures 27.0 dB in 410 s; 24 px crops throughout 26.2 dB in 235 s (the token
+    model trained on it fell below its goal); 24 px crops until the discriminator joins at step
+    600, whole pictures after (the course's recipe) 27.2 dB in 323 s; 28 px crops 27.1 dB in
+    331 s; 16 px crops lose the large shapes' outlines: 22.2 dB even at 2,000 steps.
+    """
+    height, width = images.shape[-2:]
+    if side <= 0 or side >= min(height, width):
+        return images
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    ys = torch.randint(0, height - side + 1, (len(images),), generator=gen).tolist()
+    xs = torch.randint(0, width - side + 1, (len(images),), generator=gen).tolist()
+    return torch.stack(
+        [im[:, y : y + side, x : x + side] for im, y, x in zip(images, ys, xs, strict=True)]
+    )
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
@@ -168,9 +191,9 @@ def train_vqgan(
 ):
     """Train a VQGAN on shapes-world images; return its History (loss, PSNR, codebook use).
 
-    Reconstruction (L1 + L2) and codebook/commitment losses from the start; after `disc_start`
-    steps taming's patch discriminator joins with a hinge loss, its gradient balanced against
-    the reconstruction's. Unused codes are re-seeded from encoder outputs every
+    Reconstruction (L1 + L2) and codebook/commitment losses from the start, on random `crop` px
+    crops of the pictures; after `disc_start` steps taming's patch discriminator joins with a
+    hinge loss, its gradient balanced against the reconstruction's, on whole pictures. Unused codes are re-seeded from encoder outputs every
     `restart_every` steps. Checkpoints and resume as every trainer of the course.
     `callback(step, model)` after every evaluation (to watch the training, notebook 04).
     """
@@ -194,6 +217,8 @@ def train_vqgan(
         model.train()
         first = step * config.batch_size
         batch = torch.stack([world[i][0] for i in range(first, first + config.batch_size)])
+        if step < config.disc_start:  # the autoencoder learns its parts on crops
+            batch = random_crops(batch, config.crop, config.seed, step)
         real = to_model_range(batch.to(dev))
         set_lr(opt_g, cosine_lr(step, config.steps, config.warmup, config.lr, min_ratio=0.05))
         z = model.encode_latent(real)

@@ -17,6 +17,20 @@ def test_psnr_and_codebook_usage_are_computed_right():
     assert usage["perplexity"] == pytest.approx(2.0) and usage["used"] == 0.5
 
 
+def test_random_crops_are_pieces_of_the_pictures_drawn_from_seed_and_step():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    crops = vt.random_crops(images, 24, seed=0, step=5)
+    assert crops.shape == (2, 3, 24, 24)
+    for image, crop in zip(images, crops, strict=True):  # a window of its own picture
+        y, x = divmod(int(crop[0, 0, 0] - image[0, 0, 0]), 32)
+        assert torch.equal(crop, image[:, y : y + 24, x : x + 24])
+    assert torch.equal(crops, vt.random_crops(images, 24, seed=0, step=5))  # resume: same crops
+    others = [vt.random_crops(images, 24, seed=0, step=k) for k in range(6, 12)]
+    assert any(not torch.equal(crops, o) for o in others)
+    assert vt.random_crops(images, 0, seed=0, step=5) is images  # 0: whole pictures
+    assert vt.random_crops(images, 32, seed=0, step=5) is images
+
+
 def test_vqgan_training_runs_with_the_discriminator_and_resumes_exactly(tmp_path):
     cfg = dict(
         steps=4,
