@@ -134,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     gd = GenerateConfig()
     gen.add_argument("prompts", nargs="+", help="prompts for one picture: 'text:weight:stop'")
-    gen.add_argument("--steps", type=positive_int, default=gd.steps)
+    gen.add_argument(
+        "--steps", type=positive_int, default=None, help="optimisation steps (tiny 150, full 300)"
+    )
     gen.add_argument("--seed", type=non_negative_int, default=gd.seed)
     gen.add_argument(
         "--size", type=positive_int, default=None, help="picture side (tiny 32, full 256)"

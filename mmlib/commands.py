@@ -198,17 +198,18 @@ def generate_command(args) -> int:
     init image, and that the picture and the video can be written where asked.
     """
     settings = zoo.generation_settings(args.profile)
+    steps = args.steps if args.steps is not None else settings["steps"]
     config = GenerateConfig(
         **{
             **settings,
-            "steps": args.steps,
+            "steps": steps,
             "seed": args.seed,
             "lr": args.lr,
             "size": args.size if args.size is not None else settings["size"],
             "cutn": args.cutn if args.cutn is not None else settings["cutn"],
             "init": "image" if args.init_image else "tokens",
             "init_weight": args.init_weight,
-            "frames_every": max(1, args.steps // 50) if args.video else 0,
+            "frames_every": max(1, steps // 50) if args.video else 0,
         }
     )
     prompts = [parse_prompt(p) for p in args.prompts] + [image_prompt(p) for p in args.image_prompt]

@@ -444,13 +444,14 @@ def get_generation_clips(profile: str | None = None, device=None) -> list:
 def generation_settings(profile: str | None = None) -> dict:
     """Return the GenerateConfig fields of a profile.
 
-    tiny: 32 px, cutn 16, the defaults (tuned on the 20 benchmark prompts, notebook 05).
-    full: 256 px, cutn 32, crops from half the picture up, no smoothness prior (the settings of
-    the original VQGAN+CLIP notebooks; untuned here: no real weights on this machine).
+    tiny: 32 px, cutn 16, 150 steps, the other defaults (tuned on the 20 benchmark prompts,
+    notebook 05; `mmlib bench generate` measures them: mmlib/data/spread/generate.json).
+    full: 256 px, cutn 32, 300 steps, crops from half the picture up, no smoothness prior (the
+    settings of the original VQGAN+CLIP notebooks; untuned here: no real weights on this machine).
     """
     if get_profile(profile) == "full":
-        return {"size": 256, "cutn": 32, "cut_min": 0.5, "smoothness": 0.0}
-    return {"size": 32, "cutn": 16}
+        return {"size": 256, "cutn": 32, "steps": 300, "cut_min": 0.5, "smoothness": 0.0}
+    return {"size": 32, "cutn": 16, "steps": 150}
 
 
 def example_images(profile: str | None = None, n: int = 4):
