@@ -544,8 +544,11 @@ def vqgan_clip_results(home: str | os.PathLike | None = None) -> dict:
 
 def dalle_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of the course's DALL-E-style token transformer (trained on first use
-    on the tiny VQGAN's tokens of held-out-split scenes in the world DalleTrainConfig picks,
-    then measured with both judges)."""
+    on the tiny VQGAN's tokens of held-out-split scenes in the world DalleTrainConfig picks).
+
+    It needs only the VQGAN, so `prepare` trains it beside the CLIPs. How good it is: notebook 06
+    measures it with both judges, and `mmlib bench dalle` measures the recipe over seeds.
+    """
     config, training = TransformerConfig(), dalle.DalleTrainConfig()
     tiny_vqgan_dir(home)
     folder = _dalle_folder(home)
@@ -558,11 +561,6 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
         model, history = dalle.train_dalle(
             config, training, vqgan, tiny_tokenizer(), folder=runs, device=dev
         )
-        clips = get_generation_clips("tiny", device=dev)  # the course's two CLIPs re-rank
-        evaluation = dalle.evaluate_dalle(
-            model, vqgan, clips, get_judges(dev), draws=dalle.BENCHMARK_DRAWS, **dalle.SAMPLING
-        )
-        evaluation.pop("images"), evaluation.pop("best")  # pictures: not for the JSON
         info = {
             "name": "tiny-dalle",
             **_provenance(dev),
@@ -570,7 +568,6 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
             "train_seconds": history.last("seconds"),
             "sampling": dalle.SAMPLING,
             "training": asdict(training),
-            "evaluation": evaluation,
         }
         save_transformer(folder, model, info)
 
@@ -584,8 +581,6 @@ def _dalle_folder(home=None) -> Path:
         training=recipe(dalle.DalleTrainConfig()),
         vqgan=_vqgan_folder(home).name,
         tokenizer=TINY_BPE_FILE,
-        sampling=dalle.SAMPLING,
-        draws=dalle.BENCHMARK_DRAWS,
     )
     return cache_dir(home) / "models" / key
 
@@ -632,14 +627,15 @@ def prepared_summary(home: str | os.PathLike | None = None) -> str:
     return f"not yet: {', '.join(missing)} (`mmlib zoo prepare` makes them)"
 
 
-# What the tiny profile makes, the longest chains first, and what each needs made before it.
+# What the tiny profile makes, the longest chain first (the VQGAN, then the token model on its
+# tokens), and what each needs made before it. A free lane takes the first step that is ready.
 PREPARE_STEPS: dict[str, tuple[str, ...]] = {
     "tiny-vqgan": (),
+    "tiny-dalle": ("tiny-vqgan",),
     "tiny-clip": (),
     "tiny-clip-b": (),
     "judge-clip": (),
     "judge-classifier": (),
-    "tiny-dalle": ("tiny-vqgan", "tiny-clip", "tiny-clip-b", "judge-clip", "judge-classifier"),
     "vqgan-clip-results": (
         "tiny-clip",
         "tiny-clip-b",
