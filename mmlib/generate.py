@@ -202,7 +202,7 @@ class Cutouts:
 class GenerateConfig:
     """Everything that decides a generation (saved in the PNG's metadata)."""
 
-    steps: int = 300
+    steps: int = 150
     lr: float = 0.2
     lr_drop_at: float = 0.8  # fraction of the steps after which the learning rate drops ...
     lr_drop: float = 0.1  # ... by this factor

@@ -151,6 +151,28 @@ def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_
     assert Image.open(gif).n_frames == 3
 
 
+def test_generate_command_takes_the_profiles_steps_unless_told(monkeypatch, tmp_path):
+    from mmlib import commands
+    from mmlib.cli import main
+
+    seen = []
+
+    def fake_generate(prompts, vqgan, clips, config, **kw):
+        seen.append(config)
+        raise SystemExit(0)  # stop before a picture is written
+
+    monkeypatch.setattr(commands, "generate", fake_generate)
+    monkeypatch.setattr(commands.zoo, "get_vqgan", lambda profile: None)
+    monkeypatch.setattr(commands.zoo, "get_generation_clips", lambda profile: [])
+    for extra, steps in (([], 150), (["--steps", "20"], 20)):
+        with pytest.raises(SystemExit):
+            main(["generate", "a red star", "--out", str(tmp_path / "x.png"), *extra])
+        assert seen[-1].steps == steps
+    with pytest.raises(SystemExit):
+        main(["generate", "a red star", "--out", str(tmp_path / "x.png"), "--video", "x.gif"])
+    assert seen[-1].steps == 150 and seen[-1].frames_every == 3  # 50 frames or so
+
+
 def test_generate_command_writes_png_and_video(prepared, tmp_path, capsys):
     from mmlib.cli import main
 
@@ -250,11 +272,11 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
     )
 
     settings = zoo.generation_settings("full")
-    assert settings["size"] == 256 and settings["cutn"] == 32
+    assert settings["size"] == 256 and settings["cutn"] == 32 and settings["steps"] == 300
     clips, vqgan = zoo.get_generation_clips("full", device="cpu"), zoo.get_vqgan("full", "cpu")
     assert len(clips) == 1 and vqgan.n_embed == 16384 and vqgan.factor == 16
     out = g.generate(
-        "a red star", vqgan, clips, g.GenerateConfig(**settings, steps=1), progress=False
+        "a red star", vqgan, clips, g.GenerateConfig(**{**settings, "steps": 1}), progress=False
     )
     assert out.images.shape == (1, 3, 256, 256) and len(out.losses) == 1
     assert torch.isfinite(out.images).all()
