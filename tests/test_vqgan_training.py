@@ -29,13 +29,15 @@ def test_random_crops_are_pieces_of_the_pictures_drawn_from_seed_and_step():
     assert any(not torch.equal(crops, o) for o in others)
     assert vt.random_crops(images, 0, seed=0, step=5) is images  # 0: whole pictures
     assert vt.random_crops(images, 32, seed=0, step=5) is images
+    with pytest.raises(ValueError, match="multiple of the VQGAN's factor 4"):
+        vt.train_vqgan(VQGAN(vt.TINY_VQGAN_DDCONFIG, 64, 32), vt.VQGANTrainConfig(crop=26))
 
 
 def test_vqgan_training_runs_with_the_discriminator_and_resumes_exactly(tmp_path):
     cfg = dict(
         steps=4,
         batch_size=4,
-        disc_start=2,
+        disc_start=3,  # the resumed run's first step still trains on crops
         eval_every=4,
         checkpoint_every=2,
         restart_every=3,  # the codes used before the checkpoint count in the restart after it
