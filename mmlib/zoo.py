@@ -566,7 +566,6 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
             **_provenance(dev),
             "history": history.records,
             "train_seconds": history.last("seconds"),
-            "sampling": dalle.SAMPLING,
             "training": asdict(training),
         }
         save_transformer(folder, model, info)
@@ -593,7 +592,7 @@ def get_dalle(device=None):
 
 
 def tiny_dalle_info() -> dict:
-    """Return how the token transformer was made: history, seconds, the judges' verdicts."""
+    """Return how the token transformer was made: history, seconds, its training recipe."""
     return _read(dalle_dir())
 
 
@@ -603,8 +602,8 @@ def tiny_dalle_info() -> dict:
 
 
 def tiny_folders(home: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Return {name: folder} of everything the tiny profile caches, in the order it is made
-    (nothing is made: the folders may not exist yet)."""
+    """Return {name: folder} of everything the tiny profile caches (nothing is made: the
+    folders may not exist yet; `PREPARE_STEPS` says in which order `prepare` makes them)."""
     return {
         **{name: _clip_folder(name, home) for name in TINY_MODELS},
         "tiny-vqgan": _vqgan_folder(home),

@@ -131,3 +131,11 @@ def test_prepare_runs_side_by_side_on_a_cpu_and_does_nothing_when_all_is_there(
     assert zoo.prepare() == {}  # nothing to make: nothing trains, nothing is timed
     out = capsys.readouterr().out
     assert all(name in out for name in zoo.PREPARE_STEPS)
+
+
+def test_prepare_steps_are_what_the_profile_caches_each_after_what_it_needs():
+    steps = list(zoo.PREPARE_STEPS)
+    assert sorted(steps) == sorted(zoo.tiny_folders())
+    for k, name in enumerate(steps):  # one lane makes them in this order
+        assert set(zoo.PREPARE_STEPS[name]) <= set(steps[:k]), name
+    assert zoo.PREPARE_STEPS["tiny-dalle"] == ("tiny-vqgan",)  # the token model needs no judge
