@@ -378,10 +378,11 @@ def dalle_spread(
         f"prompt set {p}": summarise([r for r in rows if r["prompt_set"] == p], keys[:4])
         for p in prompt_sets
     }
-    from mmlib.dalle import DalleTrainConfig
+    from mmlib import dalle
 
     result = {
-        "training": {**asdict(DalleTrainConfig()), **({"steps": steps} if steps else {})},
+        "training": {**asdict(dalle.DalleTrainConfig()), **({"steps": steps} if steps else {})},
+        "sampling": dalle.SAMPLING,  # not in the token model's key: checked by the tests
         "rows": rows,
         "summary": summarise(rows, keys),
         "by_prompt_set": by_set,

@@ -33,6 +33,9 @@ def test_the_cached_measurements_measured_todays_recipes():
             f"mmlib/data/spread/{name}.json measured other recipes: run `mmlib bench {bench}` "
             f"and copy MMLIB_HOME/bench/{name}.json there"
         )
+    from mmlib import dalle  # sampling decides the token model's figures, not its weights
+
+    assert spread.cached("dalle")["sampling"] == dalle.SAMPLING
 
 
 def test_goal_values_read_each_goals_first_percentage():
