@@ -196,7 +196,8 @@ def train_vqgan(
     Reconstruction (L1 + L2) and codebook/commitment losses from the start, on random `crop` px
     crops of the pictures; after `disc_start` steps taming's patch discriminator joins with a
     hinge loss, its gradient balanced against the reconstruction's, on whole pictures. Unused
-    codes are re-seeded from encoder outputs every `restart_every` steps. Checkpoints and resume as every trainer of the course.
+    codes are re-seeded from encoder outputs every `restart_every` steps. Checkpoints and resume
+    as every trainer of the course.
     `callback(step, model)` after every evaluation (to watch the training, notebook 04).
     """
     config = config or VQGANTrainConfig()

@@ -161,16 +161,18 @@ def test_generate_command_takes_the_profiles_steps_unless_told(monkeypatch, tmp_
         seen.append(config)
         raise SystemExit(0)  # stop before a picture is written
 
+    monkeypatch.delenv("MMLIB_PROFILE", raising=False)  # the tiny profile
     monkeypatch.setattr(commands, "generate", fake_generate)
     monkeypatch.setattr(commands.zoo, "get_vqgan", lambda profile: None)
     monkeypatch.setattr(commands.zoo, "get_generation_clips", lambda profile: [])
-    for extra, steps in (([], 150), (["--steps", "20"], 20)):
+    out, video = str(tmp_path / "x.png"), str(tmp_path / "x.gif")
+    for k, (extra, steps) in enumerate((([], 150), (["--steps", "20"], 20))):
         with pytest.raises(SystemExit):
-            main(["generate", "a red star", "--out", str(tmp_path / "x.png"), *extra])
-        assert seen[-1].steps == steps
+            main(["generate", "a red star", "--out", out, *extra])
+        assert len(seen) == k + 1 and seen[-1].steps == steps
     with pytest.raises(SystemExit):
-        main(["generate", "a red star", "--out", str(tmp_path / "x.png"), "--video", "x.gif"])
-    assert seen[-1].steps == 150 and seen[-1].frames_every == 3  # 50 frames or so
+        main(["generate", "a red star", "--out", out, "--video", video])
+    assert len(seen) == 3 and seen[-1].steps == 150 and seen[-1].frames_every == 3  # ~50 frames
 
 
 def test_generate_command_writes_png_and_video(prepared, tmp_path, capsys):

@@ -35,7 +35,10 @@ def test_the_cached_measurements_measured_todays_recipes():
         )
     from mmlib import dalle  # sampling decides the token model's figures, not its weights
 
-    assert spread.cached("dalle")["sampling"] == dalle.SAMPLING
+    assert spread.cached("dalle")["sampling"] == dalle.SAMPLING, (
+        "dalle.SAMPLING changed since mmlib/data/spread/dalle.json was measured: run "
+        "`mmlib bench dalle` and copy MMLIB_HOME/bench/dalle.json there"
+    )
 
 
 def test_goal_values_read_each_goals_first_percentage():
