@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     from mmlib.contrastive import ClipTrainConfig
     from mmlib.dalle import BENCHMARK_DRAWS, DalleTrainConfig
     from mmlib.generate import GenerateConfig
+    from mmlib.zoo import generation_settings
 
     p = argparse.ArgumentParser(prog="mmlib", description="The mmlib course's command line.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -133,13 +134,20 @@ def _parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     gd = GenerateConfig()
+    tiny, full = generation_settings("tiny"), generation_settings("full")
     gen.add_argument("prompts", nargs="+", help="prompts for one picture: 'text:weight:stop'")
     gen.add_argument(
-        "--steps", type=positive_int, default=None, help="optimisation steps (tiny 150, full 300)"
+        "--steps",
+        type=positive_int,
+        default=None,
+        help=f"optimisation steps (tiny {tiny['steps']}, full {full['steps']})",
     )
     gen.add_argument("--seed", type=non_negative_int, default=gd.seed)
     gen.add_argument(
-        "--size", type=positive_int, default=None, help="picture side (tiny 32, full 256)"
+        "--size",
+        type=positive_int,
+        default=None,
+        help=f"picture side (tiny {tiny['size']}, full {full['size']})",
     )
     gen.add_argument("--cutn", type=positive_int, default=None)
     gen.add_argument("--lr", type=positive_float, default=gd.lr)

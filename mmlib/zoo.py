@@ -451,7 +451,7 @@ def generation_settings(profile: str | None = None) -> dict:
     """
     if get_profile(profile) == "full":
         return {"size": 256, "cutn": 32, "steps": 300, "cut_min": 0.5, "smoothness": 0.0}
-    return {"size": 32, "cutn": 16, "steps": generate.GenerateConfig.steps}  # the default: 150
+    return {"size": 32, "cutn": 16, "steps": generate.GenerateConfig.steps}
 
 
 def example_images(profile: str | None = None, n: int = 4):
