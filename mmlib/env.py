@@ -121,7 +121,7 @@ def autocast(device: torch.device):
 
     Why not bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX)? Measured on one (2
     cores, torch 2.14.1): it made a training step of the VQGAN 1.5x and of the judges' classifier
-    1.7-1.9x faster (CLIP 1.15x, the token model 0.75x), but changed what they learn. A classifier
+    1.7-1.9x faster (CLIP 1.15x, the token model 0.74x), but changed what they learn. A classifier
     trained in bfloat16, 100% right on real pictures as the float32 one, judged the same
     VQGAN+CLIP pictures right 66.7% of the time, against the float32 classifier's 80.8%; and two
     VQGANs trained in bfloat16 (24 px crops until step 600; whole pictures) left VQGAN+CLIP's
