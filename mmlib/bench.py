@@ -618,6 +618,77 @@ def bench_dalle(quick: bool = False) -> dict:
     return result
 
 
+def _sampling_child(generator: str, pictures: int, threads: int) -> dict:
+    """Time one generator drawing `pictures` pictures for the benchmark's captions on the CPU,
+    as the course samples it: unCLIP (prior + 50 guided DDIM steps), the token model
+    (dalle.SAMPLING, one sample per caption) or VQGAN+CLIP (the tiny profile's steps, as one
+    batch; no best-of)."""
+    import torch
+
+    from mmlib import dalle, generate, judge, unclip, zoo
+    from mmlib.transformer import sample
+    from mmlib.vqgan import decode_tokens
+
+    torch.set_num_threads(threads)
+    pairs = judge.benchmark_pairs()
+    captions = [judge.benchmark_prompt(*pairs[i % len(pairs)]) for i in range(pictures)]
+    if generator == "unCLIP":
+        model = zoo.get_unclip(device="cpu")
+        tick = time.perf_counter()
+        images = unclip.generate(model, captions)
+    elif generator == "token model":
+        model, vqgan = zoo.get_dalle(device="cpu"), zoo.get_vqgan("tiny", device="cpu")
+        tick = time.perf_counter()
+        images = decode_tokens(vqgan, sample(model, captions, n=1, **dalle.SAMPLING))
+    else:
+        vqgan, clips = zoo.get_vqgan("tiny", device="cpu"), zoo.get_generation_clips("tiny", "cpu")
+        config = generate.GenerateConfig(**zoo.generation_settings("tiny"))
+        tick = time.perf_counter()
+        images = generate.generate(captions, vqgan, clips, config, progress=False, device="cpu")
+        images = images.images
+    seconds = time.perf_counter() - tick
+    return {
+        "generator": generator,
+        "pictures": len(images),
+        "seconds": seconds,
+        "samples_per_s": len(images) / seconds,
+        "threads": threads,
+    }
+
+
+def bench_unclip(quick: bool = False) -> dict:
+    """Measure unCLIP's recipe over 3 training seeds x 2 prompt sets (each way of feeding the
+    decoder judged twice, the prior's cosines), then the sampling speed of unCLIP, the token
+    model and VQGAN+CLIP in the same run, each in its own process with this machine's threads
+    (goal: unCLIP draws 100 pictures in <= 30 s on 2 CPU cores). Full: saved as one result,
+    the spread's "sampling_speed" (notebook 07 shows both)."""
+    if quick:
+        result = spread.unclip_spread(
+            seeds=(0,), prompt_sets=(0,), prior_steps=20, decoder_steps=20, n=1, scenes=256
+        )
+        counts = {"unCLIP": 10, "token model": 10, "VQGAN+CLIP": 2}
+    else:
+        result = spread.unclip_spread()
+        counts = {"unCLIP": 100, "token model": 100, "VQGAN+CLIP": 20}
+    threads = os.cpu_count() or 1
+    runs = {
+        name: run_child("_sampling_child", generator=name, pictures=n, threads=threads)
+        for name, n in counts.items()
+    }
+    base = runs["unCLIP"]["samples_per_s"]
+    print(f"bench unclip: sampling on the CPU ({threads} threads), pictures per second")
+    for name, run in runs.items():
+        print(
+            f"  {name:<12} {run['samples_per_s']:8.2f}/s ({run['pictures']} in "
+            f"{run['seconds']:.1f} s); unCLIP draws {base / run['samples_per_s']:.1f}x as many"
+        )
+    print(f"  unCLIP: 100 pictures in {100 / base:.1f} s (goal <= 30 s on 2 CPU cores)")
+    result["sampling_speed"] = runs
+    if not quick:
+        print(f"saved: {spread.save('unclip', result)}")
+    return result
+
+
 def bench_prepare(quick: bool = False) -> dict:
     """Print how long each stage of `mmlib zoo prepare` took. Quick: the stages of the last
     prepare in MMLIB_HOME. Full: prepare from scratch in a temporary MMLIB_HOME, with the
@@ -662,6 +733,7 @@ BENCHES = {
     "vqgan": bench_vqgan,
     "generate": bench_generate,
     "dalle": bench_dalle,
+    "unclip": bench_unclip,
     "prepare": bench_prepare,
 }
 

@@ -260,8 +260,8 @@ class UNetConfig:
     """The decoder's U-Net: `channels` in and out, `width` x each of `mults` per level."""
 
     channels: int = 32  # the tiny VQGAN's latent channels
-    width: int = 64
-    mults: tuple[int, ...] = (1, 2)  # 8 x 8 at width 64, then 4 x 4 at 128
+    width: int = 48
+    mults: tuple[int, ...] = (1, 2)  # 8 x 8 at width 48, then 4 x 4 at 96
     cond_dim: int = 128  # the tiny CLIP's embedding
     heads: int = 4
 

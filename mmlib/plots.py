@@ -482,3 +482,30 @@ def picture_and_loss(
     right.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def noising(alpha_bar, pictures: Sequence, steps: Sequence[int], title: str | None = None):
+    """Return a figure of a noise schedule: left, how much signal (sqrt(alpha_bar)) and noise
+    (sqrt(1 - alpha_bar)) a step keeps; right, a picture noised at `steps` (one per step)."""
+    alpha_bar = _numpy(alpha_bar)
+    if len(pictures) != len(steps) or not steps:
+        raise ValueError(f"{len(pictures)} pictures for {len(steps)} steps")
+    fig = plt.figure(figsize=(4.2 + 1.2 * len(steps), 2.8))
+    grid = fig.add_gridspec(1, 2, width_ratios=[3.2, 1.2 * len(steps)])
+    ax = fig.add_subplot(grid[0])
+    t = np.arange(len(alpha_bar))
+    ax.plot(t, np.sqrt(alpha_bar), "-", label="signal  sqrt(alpha_bar)")
+    ax.plot(t, np.sqrt(1 - alpha_bar), "--", label="noise  sqrt(1 - alpha_bar)")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("weight in x_t")
+    ax.legend(fontsize=7)
+    row = grid[1].subgridspec(1, len(steps))
+    for k, (picture, step) in enumerate(zip(pictures, steps, strict=True)):
+        a = fig.add_subplot(row[k])
+        a.imshow(_thumb(picture))
+        a.set_title(f"t = {step}", fontsize=8)
+        a.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

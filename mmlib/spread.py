@@ -141,8 +141,9 @@ MEASURES = {
     "clip": ("tiny-clip",),
     "generate": ("vqgan-clip-results",),  # its key holds the CLIPs', VQGAN's and judges' keys
     "dalle": ("tiny-dalle", "tiny-clip", "tiny-clip-b", "judge-clip", "judge-classifier"),
+    "unclip": ("unclip-prior", "unclip-decoder", "judge-clip", "judge-classifier"),
 }
-BENCH_OF = {"clip": "train", "generate": "generate", "dalle": "dalle"}
+BENCH_OF = {"clip": "train", "generate": "generate", "dalle": "dalle", "unclip": "unclip"}
 
 
 def recipe_keys(name: str) -> dict[str, str]:
@@ -398,6 +399,141 @@ def dalle_spread(
     )
     for name, summary in by_set.items():
         print_table(f"  {name}", summary, DALLE_GOALS)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# unCLIP (prior + diffusion decoder) over training seeds and prompt sets
+# ---------------------------------------------------------------------------------------------
+
+UNCLIP_GOALS = {
+    "oracle_judge_clip_seen": ">= 90% mean",
+    "oracle_classifier_seen": ">= 90% mean",
+    "prior_judge_clip_seen": ">= 85% mean, >= 75% every seed",
+    "prior_classifier_seen": ">= 85% mean, >= 75% every seed",
+    "prior_judge_clip_heldout": ">= 50% mean",
+    "prior_classifier_heldout": ">= 50% mean",
+}
+UNCLIP_COSINE_GOALS = {"true": ">= 0.8 mean", "unrelated": "<= chance + 0.1"}
+
+
+def _unclip_run(
+    seed: int,
+    prompt_sets: list,
+    prior_steps: int | None = None,
+    decoder_steps: int | None = None,
+    n: int = 4,
+    scenes: int | None = None,
+) -> list[dict]:
+    import torch
+
+    from mmlib import judge, unclip
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    clip, vqgan = zoo.get_clip("tiny", device="cpu"), zoo.get_vqgan("tiny", device="cpu")
+    fewer = {"n_scenes": scenes} if scenes else {}
+    prior_config = unclip.PriorTrainConfig(
+        seed=seed, **({"steps": prior_steps} if prior_steps else {}), **fewer
+    )
+    decoder_config = unclip.DecoderTrainConfig(
+        seed=seed, **({"steps": decoder_steps} if decoder_steps else {}), **fewer
+    )
+    prior, prior_history = unclip.train_prior(clip, prior_config, progress=False, device="cpu")
+    decoder, decoder_history = unclip.train_decoder(
+        clip, vqgan, decoder_config, progress=False, device="cpu"
+    )
+    model = unclip.UnCLIP(clip, prior, decoder, vqgan)
+    judges = zoo.get_judges(device="cpu")
+    rows = []
+    for p in prompt_sets:
+        pairs = judge.benchmark_pairs(prompt_set=p)
+        ev = unclip.evaluate_unclip(model, judges, pairs=pairs, n=n, seed=seed)
+        row = {
+            "train_seed": seed,
+            "prompt_set": p,
+            "prior_seconds": prior_history.last("seconds") + prior_history.last("data_seconds"),
+            "decoder_seconds": decoder_history.last("seconds")
+            + decoder_history.last("data_seconds"),
+            **{f"cosine_{k}": v for k, v in unclip.prior_cosines(model, pairs, n, seed).items()},
+        }
+        for way in unclip.WAYS:
+            for name, fr in ev[way].items():
+                for part in ("seen", "heldout"):
+                    row[f"{way}_{name}_{part}"] = fr[part]
+        rows.append(row)
+    return rows
+
+
+def unclip_spread(
+    seeds=(0, 1, 2),
+    prompt_sets=(0, 1),
+    prior_steps: int | None = None,
+    decoder_steps: int | None = None,
+    n: int = 4,
+    scenes: int | None = None,
+) -> dict:
+    """Train unCLIP's prior and decoder for every seed, then judge n pictures per benchmark pair
+    for every prompt set and every way of feeding the decoder (`unclip.WAYS`). `prior_steps`,
+    `decoder_steps`, `scenes` (training scenes of each): other than the recipe's, for a quick
+    form."""
+    from mmlib import unclip
+
+    start = time.perf_counter()
+    jobs = [
+        {
+            "seed": s,
+            "prompt_sets": list(prompt_sets),
+            "prior_steps": prior_steps,
+            "decoder_steps": decoder_steps,
+            "n": n,
+            "scenes": scenes,
+        }
+        for s in seeds
+    ]
+    rows = [row for rows in run_parallel("_unclip_run", jobs) for row in rows]
+    keys = [
+        f"{w}_{j}_{p}"
+        for w in unclip.WAYS
+        for j in ("judge_clip", "classifier")
+        for p in ("seen", "heldout")
+    ]
+    cosines = ["cosine_true", "cosine_unrelated", "cosine_chance"]
+    result = {
+        "training": {
+            "prior": {
+                **asdict(unclip.PriorTrainConfig()),
+                **({"steps": prior_steps} if prior_steps else {}),
+            },
+            "decoder": {
+                **asdict(unclip.DecoderTrainConfig()),
+                **({"steps": decoder_steps} if decoder_steps else {}),
+            },
+        },
+        "sampling": {
+            "prior": unclip.PRIOR_SAMPLING,
+            "decoder": unclip.DECODER_SAMPLING,
+            "decoder_predicts": unclip.DECODER_PREDICTS,
+        },
+        "n": n,
+        "rows": rows,
+        "summary": summarise(rows, keys),
+        "cosines": summarise(rows, cosines),
+        "seconds": summarise(rows, ["prior_seconds", "decoder_seconds"]),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    if not prior_steps and not decoder_steps and not scenes and n == 4:
+        result["recipes"] = recipe_keys("unclip")
+    print_table(
+        f"unCLIP over {len(seeds)} training seeds x {len(prompt_sets)} prompt sets, {n} pictures "
+        f"per pair ({result['wall_seconds']:.0f} s wall)",
+        result["summary"],
+        UNCLIP_GOALS,
+    )
+    print("  prior's cosine to image embeddings (goal: true >= 0.8, unrelated <= chance + 0.1)")
+    for key, s in result["cosines"].items():
+        print(f"  {key:<34} {s['mean']:6.3f} {s['min']:6.3f} {s['max']:6.3f}  {s['n']:>4}")
+    for key, s in result["seconds"].items():
+        print(f"  {key:<34} {s['mean']:6.1f} {s['min']:6.1f} {s['max']:6.1f}  {s['n']:>4}")
     return result
 
 

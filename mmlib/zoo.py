@@ -44,7 +44,7 @@ from filelock import FileLock
 from open_clip.tokenizer import default_bpe
 from tqdm.auto import tqdm
 
-from mmlib import __version__, dalle, generate, judge, toyworld
+from mmlib import __version__, dalle, generate, judge, toyworld, unclip
 from mmlib.checkpoints import (
     load_weights,
     model_dir_complete,
@@ -54,6 +54,7 @@ from mmlib.checkpoints import (
 )
 from mmlib.clip import load_clip, register_model, save_clip
 from mmlib.contrastive import ClipTrainConfig, train_clip
+from mmlib.diffusion import DenoiserConfig, UNetConfig
 from mmlib.downloads import (
     FULL_CLIP,
     FULL_FILES,
@@ -597,6 +598,114 @@ def tiny_dalle_info() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# unCLIP: the prior and the diffusion decoder (notebook 07)
+# ---------------------------------------------------------------------------------------------
+
+UNCLIP_CLIP = "tiny-clip"  # the CLIP whose embeddings unCLIP's two models read and write
+
+
+def unclip_prior_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of unCLIP's prior (text embedding -> image embedding of the course's
+    CLIP), trained on first use on held-out-split scenes of `unclip.WORLD`."""
+    tiny_clip_dir(UNCLIP_CLIP, home)
+    folder = _unclip_folder("unclip-prior", home)
+    training = unclip.PriorTrainConfig()
+
+    def make() -> None:
+        dev = training_device()
+        log.info("training unCLIP's prior: %d steps, once, then cached", training.steps)
+        clip = load_clip(f"mmlib:{UNCLIP_CLIP}", device=dev)
+        runs = cache_dir(home) / "runs" / folder.name
+        net, history = unclip.train_prior(clip, training, folder=runs, device=dev)
+        _save_unclip(folder, "unclip-prior", net, history, training, dev)
+
+    return _make_once(folder, make)
+
+
+def unclip_decoder_dir(home: str | os.PathLike | None = None) -> Path:
+    """Return the folder of unCLIP's decoder (CLIP image embedding -> tiny-VQGAN latents),
+    trained on first use on held-out-split scenes of `unclip.WORLD`."""
+    tiny_clip_dir(UNCLIP_CLIP, home), tiny_vqgan_dir(home)
+    folder = _unclip_folder("unclip-decoder", home)
+    training = unclip.DecoderTrainConfig()
+
+    def make() -> None:
+        dev = training_device()
+        log.info("training unCLIP's decoder: %d steps, once, then cached", training.steps)
+        clip = load_clip(f"mmlib:{UNCLIP_CLIP}", device=dev)
+        runs = cache_dir(home) / "runs" / folder.name
+        net, history = unclip.train_decoder(
+            clip, get_vqgan("tiny", device=dev), training, folder=runs, device=dev
+        )
+        _save_unclip(folder, "unclip-decoder", net, history, training, dev)
+
+    return _make_once(folder, make)
+
+
+def _unclip_network(name: str) -> DenoiserConfig | UNetConfig:
+    embed_dim = TINY_CLIP_CONFIG["model_cfg"]["embed_dim"]
+    if name == "unclip-prior":
+        return DenoiserConfig(dim=embed_dim)
+    return UNetConfig(channels=TINY_VQGAN["embed_dim"], cond_dim=embed_dim)
+
+
+def _unclip_folder(name: str, home=None) -> Path:
+    training = unclip.PriorTrainConfig() if name == "unclip-prior" else unclip.DecoderTrainConfig()
+    inputs = {"clip": _clip_folder(UNCLIP_CLIP, home).name}
+    if name == "unclip-decoder":  # what it draws, from what it learns to predict
+        inputs.update(vqgan=_vqgan_folder(home).name, predicts=unclip.DECODER_PREDICTS)
+    key = model_key(
+        name,
+        asdict(_unclip_network(name)),
+        training=recipe(training),
+        world=unclip.WORLD,
+        schedule=unclip.SCHEDULE_STEPS,
+        **inputs,
+    )
+    return cache_dir(home) / "models" / key
+
+
+def _save_unclip(folder: Path, name: str, net, history, training, dev) -> None:
+    info = {
+        "name": name,
+        **_provenance(dev),
+        "network": asdict(_unclip_network(name)),
+        "training": asdict(training),
+        "history": history.records,
+        "train_seconds": history.last("seconds"),
+        "data_seconds": history.last("data_seconds"),
+    }
+    # Stored in float16 (loaded back into float32): half the bytes in the model pack, which
+    # stays under its 40 MB; a rounding of the weights, not another model.
+    weights = {k: v.half() for k, v in state_dict_cpu(net).items()}
+    save_model_dir(folder, {"model.safetensors": weights}, {**info, "stored_as": "float16"})
+
+
+def get_unclip(device=None) -> unclip.UnCLIP:
+    """Return the course's unCLIP: its CLIP (the course's), prior, decoder and tiny VQGAN, in
+    eval mode."""
+    dev = get_device(device)
+    prior = _load_unclip(unclip_prior_dir(), unclip.VectorDenoiser(_unclip_network("unclip-prior")))
+    decoder = _load_unclip(
+        unclip_decoder_dir(), unclip.LatentDecoder(_unclip_network("unclip-decoder"))
+    )
+    clip = load_clip(f"mmlib:{UNCLIP_CLIP}", device=dev)
+    return unclip.UnCLIP(clip, prior.to(dev), decoder.to(dev), get_vqgan("tiny", device=dev))
+
+
+def _load_unclip(folder: Path, net: torch.nn.Module) -> torch.nn.Module:
+    _read(folder, ("model.safetensors",))
+    net.load_state_dict(load_weights(folder / "model.safetensors"))
+    return net.eval()
+
+
+def tiny_unclip_info() -> dict[str, dict]:
+    """Return how unCLIP's two models were made: {"prior": ..., "decoder": ...} (history,
+    seconds, recipe)."""
+    return {"prior": _read(unclip_prior_dir()), "decoder": _read(unclip_decoder_dir())}
+
+
+# ---------------------------------------------------------------------------------------------
 # Preparing a profile
 # ---------------------------------------------------------------------------------------------
 
@@ -610,6 +719,8 @@ def tiny_folders(home: str | os.PathLike | None = None) -> dict[str, Path]:
         "judge-classifier": _classifier_folder(home),
         "vqgan-clip-results": _vqgan_clip_folder(home),
         "tiny-dalle": _dalle_folder(home),
+        "unclip-decoder": _unclip_folder("unclip-decoder", home),
+        "unclip-prior": _unclip_folder("unclip-prior", home),
     }
 
 
@@ -619,7 +730,7 @@ def missing_models(home: str | os.PathLike | None = None) -> list[str]:
 
 
 def prepared_summary(home: str | os.PathLike | None = None) -> str:
-    """Return 'all 7' or which of the tiny profile's models are still to be made."""
+    """Return 'all 9' or which of the tiny profile's models are still to be made."""
     missing = missing_models(home)
     if not missing:
         return f"all {len(tiny_folders(home))}"
@@ -635,6 +746,7 @@ PREPARE_STEPS: dict[str, tuple[str, ...]] = {
     "tiny-clip-b": (),
     "judge-clip": (),
     "judge-classifier": (),
+    "unclip-decoder": ("tiny-clip", "tiny-vqgan"),
     "vqgan-clip-results": (
         "tiny-clip",
         "tiny-clip-b",
@@ -642,6 +754,7 @@ PREPARE_STEPS: dict[str, tuple[str, ...]] = {
         "judge-clip",
         "judge-classifier",
     ),
+    "unclip-prior": ("tiny-clip",),
 }
 TIMES_FILE = "prepare-times.json"
 
@@ -654,6 +767,8 @@ def _make_step(name: str, home: str | os.PathLike | None = None) -> Path:
         "judge-classifier": judge_classifier_dir,
         "vqgan-clip-results": vqgan_clip_results_dir,
         "tiny-dalle": dalle_dir,
+        "unclip-decoder": unclip_decoder_dir,
+        "unclip-prior": unclip_prior_dir,
     }[name]
     return make(home)
 

@@ -8,7 +8,7 @@
 #   3. `mmlib generate` in the tiny profile, and in the full profile with fixture weights
 #      (random ViT-B-32 and official-size f16 VQGAN in their real formats) at 256x256, cutn 32;
 #   4. `mmlib bench generate` and `mmlib bench embed` on the GPU (quick forms);
-#   5. notebooks 00-06 in the tiny profile on CUDA (`mmlib course`), time permitting.
+#   5. notebooks 00-07 in the tiny profile on CUDA (`mmlib course`), time permitting.
 #
 # Make the wheels here first (this machine has the package index; the GPU machine does not).
 # PY is the GPU machine's Python (3.12 on this workplace's H200 image):
@@ -47,7 +47,9 @@ if [ -d build/gpu-wheels ]; then
   step wheels "$PY" -m pip install -q --no-index --find-links build/gpu-wheels --no-deps \
     build/gpu-wheels/*.whl
 fi
-step mmlib "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+# An editable install needs the build backend there; without it, the checkout on the path will do.
+step mmlib "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . ||
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step gpu-tests "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 rm -rf "$MMLIB_HOME"
 step zoo-prepare "$PY" -m mmlib zoo prepare

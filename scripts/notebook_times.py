@@ -35,6 +35,7 @@ READING = {
     "04_vqgan": 20,
     "05_vqgan_clip": 25,
     "06_dalle_tokens": 25,
+    "07_dalle2_unclip": 30,
 }
 TIME_LINE = re.compile(r"\*\*Time:\*\*[^\n\"]*")
 

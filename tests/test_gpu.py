@@ -48,3 +48,22 @@ def test_every_trainer_trains_on_the_gpu():
         None, tc, vq.eval(), zoo.tiny_tokenizer(), progress=False, device="cuda"
     )
     assert hist.last("image_loss") > 0
+
+
+def test_unclip_trains_and_draws_on_the_gpu():
+    from mmlib import diffusion, unclip
+
+    clip = (zoo.new_tiny_clip(0).cuda().eval(), None, zoo.tiny_tokenizer())
+    vqgan = VQGAN(**TINY_VQGAN).cuda().eval()
+    data = unclip.scene_data(clip, 16, vqgan=vqgan)
+    small = diffusion.UNetConfig(width=16, heads=2)
+    prior, _ = unclip.train_prior(
+        clip, unclip.PriorTrainConfig(steps=3, batch_size=4), data=data, device="cuda"
+    )
+    decoder, _ = unclip.train_decoder(
+        clip, vqgan, unclip.DecoderTrainConfig(steps=3, batch_size=4), small, data, device="cuda"
+    )
+    assert next(decoder.parameters()).device.type == "cuda"
+    model = unclip.UnCLIP(clip, prior, decoder, vqgan)
+    pictures = unclip.generate(model, ["a red star", "a blue circle"], n=2)
+    assert pictures.shape == (2, 2, 3, 32, 32) and pictures.device.type == "cpu"

@@ -20,7 +20,7 @@ def test_children_run_side_by_side_and_a_failing_one_says_what_failed(tmp_home):
 
 
 def test_the_cached_measurements_ship_with_mmlib_and_say_where_they_come_from():
-    for name in ("clip", "generate", "dalle"):
+    for name in spread.BENCH_OF:
         result = spread.cached(name)
         assert result["rows"] and result["summary"] and result["provenance"]["commit"]
 
@@ -39,6 +39,14 @@ def test_the_cached_measurements_measured_todays_recipes():
         "dalle.SAMPLING changed since mmlib/data/spread/dalle.json was measured: run "
         "`mmlib bench dalle` and copy MMLIB_HOME/bench/dalle.json there"
     )
+    from mmlib import unclip  # likewise unCLIP's sampling, and what its decoder predicts
+
+    shipped = spread.cached("unclip")["sampling"]
+    assert shipped == {
+        "prior": unclip.PRIOR_SAMPLING,
+        "decoder": unclip.DECODER_SAMPLING,
+        "decoder_predicts": unclip.DECODER_PREDICTS,
+    }, "unCLIP's sampling changed since mmlib/data/spread/unclip.json: run `mmlib bench unclip`"
 
 
 def test_goal_values_read_each_goals_first_percentage():
