@@ -804,8 +804,11 @@ def prepare(profile: str | None = None, home: str | os.PathLike | None = None) -
     each with its own seeds and thread count, so what they make does not depend on the order.
     """
     if get_profile(profile) == "full":
-        if not download_full(home):
-            raise SystemExit(1)
+        if not download_full(home):  # it printed which files to fetch and where to put them
+            raise WeightsNotFoundError(
+                "the full profile's weights are not all on this machine: fetch the files named "
+                "above and put them where it says, then run `mmlib zoo prepare full` again"
+            )
         return {item.name: 0.0 for item in FULL_FILES}
     tiny_bpe_path(home)  # written once here, not by several workers at once
     todo = [n for n in PREPARE_STEPS if not model_dir_complete(tiny_folders(home)[n])]

@@ -43,6 +43,14 @@ def test_download_full_offline_prints_what_to_fetch_and_fails(tmp_home, capsys):
     assert "nothing downloaded" in out and "put at" in out and "last.ckpt" in out
 
 
+def test_preparing_the_full_profile_offline_raises_an_error_the_cli_reports(tmp_home, capsys):
+    # a library raises; only the CLI turns it into an exit status (it was a SystemExit here)
+    with pytest.raises(WeightsNotFoundError, match="fetch the files named above"):
+        zoo.prepare("full")
+    assert main(["zoo", "prepare", "full"]) == 2
+    assert "fetch the files named above" in capsys.readouterr().err
+
+
 def test_full_profile_offline_raises_one_actionable_error(tmp_home, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
