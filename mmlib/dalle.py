@@ -308,10 +308,10 @@ def generate(
     """Return pictures (len(captions), keep, 3, H, W): n samples per caption, the `keep` best by
     CLIP (`clips`: one or several (model, preprocess, tokenizer)); without, the first `keep`.
 
-    `sampling`: keyword arguments of `sample`; none given means SAMPLING.
+    `sampling`: keyword arguments of `sample`, each replacing SAMPLING's (the rest stay).
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
-    images = decode_tokens(vqgan, sample(model, captions, n=n, **(sampling or SAMPLING)))
+    images = decode_tokens(vqgan, sample(model, captions, n=n, **{**SAMPLING, **sampling}))
     images = images.view(len(captions), n, *images.shape[1:])
     if clips is None:
         return images[:, :keep]
@@ -343,8 +343,7 @@ def evaluate_dalle(
     correct on seen, held-out and all pairs; also samples per second (sampling and decoding
     only); "reranked_by_draw": the "reranked" fractions of each draw; "pairs" (draws x pairs),
     the pictures (draws x pairs, n, 3, H, W) and "best", the re-ranked ones (draws x pairs, 3,
-    H, W). `sampling`: keyword arguments of `sample`
-    (default SAMPLING).
+    H, W). `sampling`: keyword arguments of `sample`, each replacing SAMPLING's (the rest stay).
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -352,7 +351,9 @@ def evaluate_dalle(
     pairs = one_draw * draws
     captions = [judge.benchmark_prompt(s, c) for s, c in pairs]
     tick = time.perf_counter()
-    images = decode_tokens(vqgan, sample(model, captions, n=n, seed=seed, **(sampling or SAMPLING)))
+    images = decode_tokens(
+        vqgan, sample(model, captions, n=n, seed=seed, **{**SAMPLING, **sampling})
+    )
     seconds = time.perf_counter() - tick
     images = images.view(len(pairs), n, *images.shape[1:])
     clips = as_clips(clips)

@@ -120,6 +120,29 @@ def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(
         dalle.evaluate_dalle(model, vqgan, tiny_clip, judges, pairs=pairs, draws=0)
 
 
+def test_sampling_keywords_given_replace_only_those_of_the_course_settings(
+    model, vqgan, monkeypatch
+):
+    # one keyword given (temperature) must not drop SAMPLING's guidance and top_k
+    seen = []
+
+    class Sampled(Exception):
+        pass
+
+    def fake_sample(model, captions, n=1, **kw):
+        seen.append(kw)
+        if len(seen) == 2:  # evaluate_dalle: stop before the judges are needed
+            raise Sampled
+        return torch.zeros(len(captions) * n, 64, dtype=torch.long)
+
+    monkeypatch.setattr(dalle, "sample", fake_sample)
+    dalle.generate(model, vqgan, "a red star", n=2, temperature=1.0)
+    with pytest.raises(Sampled):
+        dalle.evaluate_dalle(model, vqgan, None, None, n=2, temperature=1.0)
+    for kw in seen:
+        assert {k: kw.get(k) for k in dalle.SAMPLING} == {**dalle.SAMPLING, "temperature": 1.0}
+
+
 def test_training_data_never_shows_a_held_out_pair(model, vqgan):
     tc = dalle.DalleTrainConfig()  # the course's world: one large object on plain grey
     text, image = dalle.scene_data(
