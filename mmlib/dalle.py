@@ -296,30 +296,6 @@ BENCHMARK_DRAWS = 4  # draws of each benchmark pair when the course measures the
 SAMPLING = {"guidance": 3.0, "top_k": 8, "temperature": 0.8}
 
 
-def generate(
-    model: TokenTransformer,
-    vqgan,
-    captions: str | Sequence[str],
-    clips=None,
-    n: int = 8,
-    keep: int = 1,
-    **sampling,
-) -> torch.Tensor:
-    """Return pictures (len(captions), keep, 3, H, W): n samples per caption, the `keep` best by
-    CLIP (`clips`: one or several (model, preprocess, tokenizer)); without, the first `keep`.
-
-    `sampling`: keyword arguments of `sample`, each replacing SAMPLING's (the rest stay).
-    """
-    captions = [captions] if isinstance(captions, str) else list(captions)
-    images = decode_tokens(vqgan, sample(model, captions, n=n, **{**SAMPLING, **sampling}))
-    images = images.view(len(captions), n, *images.shape[1:])
-    if clips is None:
-        return images[:, :keep]
-    return torch.stack(
-        [rerank(im, c, clips, keep)[0] for im, c in zip(images, captions, strict=True)]
-    )
-
-
 def evaluate_dalle(
     model: TokenTransformer,
     vqgan,
