@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -160,6 +161,25 @@ CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, stamp TEXT NOT NULL,
 SCHEMA_VERSION = "2"
 
 
+class ImageRow(NamedTuple):
+    """One row of the images table, its fields in the table's column order."""
+
+    path: str  # `db_key` of the file's path, or "name:index" for a Dataset's item
+    size: int  # 0 for a Dataset's item
+    stamp: str  # `ImageFile.stamp()` when its content was last checked ("" for a Dataset's)
+    quick: str  # the file's `fingerprint` (a Dataset's item: its content hash)
+    hash: str  # the content hash: rows with the same one share a vector
+    vector: bytes | None = None  # the float16 embedding; None where it was not read
+
+
+class SkippedRow(NamedTuple):
+    """One row of the skipped table, its fields in the table's column order."""
+
+    path: str
+    stamp: str  # the entry's stamp when it failed: it is tried again once that changes
+    reason: str
+
+
 class ImageIndex:
     """A persistent image index in folder `root`, tied to one CLIP model's weights.
 
@@ -208,7 +228,7 @@ class ImageIndex:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _check_schema(self) -> None:
-        columns = [r[1] for r in self.db.execute("PRAGMA table_info(images)")]
+        columns = [name for _, name, *_ in self.db.execute("PRAGMA table_info(images)")]
         if columns and "stamp" not in columns:
             self.db.close()
             raise ModelMismatchError(
@@ -252,7 +272,7 @@ class ImageIndex:
 
     def paths(self) -> list[str]:
         """Return the indexed paths, in row order."""
-        return [path_of(r[0]) for r in self.db.execute("SELECT path FROM images ORDER BY path")]
+        return [path_of(key) for (key,) in self.db.execute("SELECT path FROM images ORDER BY path")]
 
     def skipped(self) -> list[tuple[str, str]]:
         """Return [(path, reason)] of the files and folders the builds could not index."""
@@ -290,12 +310,13 @@ class ImageIndex:
             raise ValueError(f"source must be a folder or a Dataset, got {type(source).__name__}")
         return self._build_dataset(source, f"{name}:", progress)
 
-    def _rows_in(self, scope: str) -> dict[str, tuple]:
+    def _rows_in(self, scope: str) -> dict[str, ImageRow]:
+        """Return {path: row, its vector not read} of the images whose path starts with `scope`."""
         rows = self.db.execute(
             "SELECT path, size, stamp, quick, hash FROM images WHERE substr(path, 1, ?) = ?",
             (len(scope), scope),
         )
-        return {r[0]: r[1:] for r in rows}
+        return {row.path: row for row in (ImageRow(*r) for r in rows)}
 
     def _skipped_in(self, scope: str) -> dict[str, str]:
         rows = self.db.execute(
@@ -310,22 +331,21 @@ class ImageIndex:
         for f in files:
             key = db_key(f.path)
             if key in known:
-                _, stamp, quick, _ = known[key]
-                if stamp == f.stamp() and not always:
+                if known[key].stamp == f.stamp() and not always:
                     unchanged += 1
                     continue
                 try:
                     now = fingerprint(f.path)
                 except (OSError, ImageLoadError):
                     now = None
-                if now == quick and now is not None:  # touched, not changed
+                if now == known[key].quick and now is not None:  # touched, not changed
                     touched.append((f.stamp(), key))
                     unchanged += 1
                     continue
             elif bad.get(key) == f.stamp():
                 continue  # skipped before and not changed since
             todo.append(f)
-        skips = [(db_key(path), "", why) for path, why in problems]
+        skips = [SkippedRow(db_key(path), "", why) for path, why in problems]
         embedded = reused = 0
         with self._transaction():
             self.db.executemany("UPDATE images SET stamp=? WHERE path=?", touched)
@@ -338,13 +358,14 @@ class ImageIndex:
                 try:
                     items.append((f, fingerprint(f.path), file_hash(f.path)))
                 except (OSError, ImageLoadError) as err:
-                    skips.append((db_key(f.path), f.stamp(), f"unreadable: {_reason(err)}"))
+                    skips.append(
+                        SkippedRow(db_key(f.path), f.stamp(), f"unreadable: {_reason(err)}")
+                    )
             e, r = self._store(items, skips, lambda f: load_image(f.path, max_side=self._side()))
             embedded, reused = embedded + e, reused + r
             bar.update(len(chunk))
         bar.close()
-        seen = {db_key(f.path) for f in files} | {s[0] for s in skips}
-        seen |= {db_key(path) for path, _ in problems}
+        seen = {db_key(f.path) for f in files} | {db_key(path) for path, _ in problems}
         return self._finish(scope, seen, embedded, reused, unchanged, progress)
 
     def _side(self) -> int:
@@ -354,43 +375,47 @@ class ImageIndex:
 
     def _store(self, items, skips, load) -> tuple[int, int]:
         """Embed (or reuse the vectors of) `items` [(entry, quick, hash)] and write them and
-        `skips` in one transaction; return (embedded, reused)."""
+        `skips` (SkippedRows) in one transaction; return (embedded, reused)."""
         marks = ",".join("?" * len(items))
         stored = dict(
             self.db.execute(
-                f"SELECT hash, vector FROM images WHERE hash IN ({marks})", [i[2] for i in items]
+                f"SELECT hash, vector FROM images WHERE hash IN ({marks})",
+                [digest for _, _, digest in items],
             )
         )
         rows, new = [], []
         for entry, quick, digest in items:
-            key, size, stamp = self._describe(entry)
+            row = ImageRow(*self._describe(entry), quick, digest)
             if digest in stored:  # renamed or duplicate content: reuse the vector
-                rows.append((key, size, stamp, quick, digest, stored[digest]))
+                rows.append(row._replace(vector=stored[digest]))
                 continue
             try:
-                new.append((key, size, stamp, quick, digest, load(entry)))
+                new.append((row, load(entry)))
             except (OSError, ImageLoadError) as err:
-                skips.append((key, stamp, _reason(err)))
+                skips.append(SkippedRow(row.path, row.stamp, _reason(err)))
         reused = len(rows)
         if new:
             feats = encode_images(
                 self.model,
                 self.preprocess,
-                [n[5] for n in new],
+                [image for _, image in new],
                 batch_size=self.batch_size,
                 device=self.device,
                 progress=False,
             )
             vectors = feats.half().numpy()
-            rows += [(*n[:5], vectors[i].tobytes()) for i, n in enumerate(new)]
+            rows += [
+                row._replace(vector=v.tobytes()) for (row, _), v in zip(new, vectors, strict=True)
+            ]
         with self._transaction():  # one transaction per batch: all of it is kept, or none
             self.db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self.db.executemany("DELETE FROM skipped WHERE path=?", [(r[0],) for r in rows])
+            self.db.executemany("DELETE FROM skipped WHERE path=?", [(r.path,) for r in rows])
             self.db.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?)", skips)
         return len(new), reused
 
     @staticmethod
     def _describe(entry) -> tuple[str, int, str]:
+        """Return (path, size, stamp) of an ImageFile or a Dataset's (key, image), as stored."""
         if isinstance(entry, ImageFile):
             return db_key(entry.path), entry.size, entry.stamp()
         key, _ = entry
@@ -407,9 +432,9 @@ class ImageIndex:
                 try:
                     digest, image = _dataset_item(dataset, key)
                 except (OSError, ImageLoadError, ValueError) as err:
-                    skips.append((key, "", f"unreadable: {_reason(err)}"))
+                    skips.append(SkippedRow(key, "", f"unreadable: {_reason(err)}"))
                     continue
-                if key in known and known[key][3] == digest:
+                if key in known and known[key].hash == digest:
                     unchanged += 1
                 else:
                     items.append(((key, image), digest, digest))
@@ -439,9 +464,9 @@ class ImageIndex:
             rows = list(self.db.execute("SELECT path, vector FROM images ORDER BY path"))
             if not rows:
                 raise ValueError(f"the index in {str(self.root)!r} is empty: build it first")
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
+            vectors = np.frombuffer(b"".join(vector for _, vector in rows), dtype=np.float16)
             self._cache = (
-                [path_of(r[0]) for r in rows],
+                [path_of(key) for key, _ in rows],
                 torch.from_numpy(vectors.reshape(len(rows), -1).copy()),
             )
         return self._cache

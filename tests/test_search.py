@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmlib import toyworld
+from mmlib import search, toyworld
 from mmlib.cli import main
 from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
 from mmlib.search import ImageIndex, ModelMismatchError, parse_query
@@ -98,6 +98,29 @@ def test_incremental_build_embeds_only_what_changed(tiny_clip, tmp_path):
     report = index.build(root, progress=False)
     assert (report.embedded, report.reused, report.removed) == (2, 2, 2)
     assert len(index) == 13 and len(set(index.paths())) == 13
+
+
+def test_a_touched_file_is_fingerprinted_once_and_not_read_again(tiny_clip, tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    write_world(root, 3)
+    index = ImageIndex(tmp_path / "idx", tiny_clip)
+    index.build(root, progress=False)
+    later = time.time() + 5
+    os.utime(sorted(root.iterdir())[0], (later, later))  # new times, the same bytes
+    read, fingerprinted = [], []
+    real_hash, real_fingerprint = search.file_hash, search.fingerprint
+    monkeypatch.setattr(search, "file_hash", lambda p: read.append(p) or real_hash(p))
+    monkeypatch.setattr(
+        search, "fingerprint", lambda p: fingerprinted.append(p) or real_fingerprint(p)
+    )
+    report = index.build(root, progress=False)
+    # its fingerprint matches the stored one: unchanged, neither re-read whole nor reused
+    assert (report.embedded, report.reused, report.unchanged) == (0, 0, 3) and not read
+    assert len(fingerprinted) == (3 if os.name == "nt" else 1)
+    fingerprinted.clear()
+    again = index.build(root, progress=False)  # its new stamp was stored: not even fingerprinted
+    assert again.unchanged == 3 and not read
+    assert len(fingerprinted) == (3 if os.name == "nt" else 0)
 
 
 def test_an_index_refuses_another_models_embeddings(tiny_clip, tmp_path):
