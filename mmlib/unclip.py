@@ -96,11 +96,11 @@ def render(scenes: Sequence[toyworld.Scene]) -> torch.Tensor:
 
 
 def pair_renders(pairs: Sequence[tuple[str, str]], n: int, seed: int = 0) -> torch.Tensor:
-    """Return n renders of each (shape, colour) in WORLD, pair by pair: (len(pairs) * n, 3, H, W).
-    Held-out pairs too: the oracle's pictures."""
+    """Return n renders of each (shape, colour) in WORLD, pair by pair: (len(pairs) * n, 3, H, W),
+    each its own scene (place, size). Held-out pairs too: the oracle's pictures."""
     scenes = [
-        toyworld.sample_scene(seed, k, "all", "single", pair=tuple(p), **WORLD)
-        for p in pairs
+        toyworld.sample_scene(seed, i * n + k, "all", "single", pair=tuple(p), **WORLD)
+        for i, p in enumerate(pairs)
         for k in range(n)
     ]
     return render(scenes)
@@ -177,11 +177,11 @@ def scaled(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
 class PriorTrainConfig:
     """Everything that decides a prior's training run besides the network's size."""
 
-    steps: int = 2000
+    steps: int = 1000  # its loss stops falling after about 600 (docs/unclip-recipe.md)
     batch_size: int = 256
     lr: float = 1e-3
     warmup: int = 100
-    n_scenes: int = 20000
+    n_scenes: int = 10000
     p_uncond: float = 0.1  # the paper drops the text 10% of the time
     ema_decay: float = 0.995
     seed: int = 0

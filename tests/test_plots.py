@@ -134,3 +134,13 @@ def test_image_rows_label_each_row_once_and_refuse_an_empty_row():
     assert fig.axes[3].get_ylabel() == "step 10" and len(fig.axes[5].images) == 0
     with pytest.raises(ValueError, match="no empty row"):
         plots.image_rows({"a": pictures, "b": []})
+
+
+def test_noising_draws_the_schedule_and_one_picture_per_step():
+    alpha_bar = torch.linspace(1, 0, 100)
+    fig = plots.noising(alpha_bar, [torch.rand(3, 8, 8)] * 3, [0, 50, 99], title="schedule")
+    curves = fig.axes[0]
+    assert len(curves.lines) == 2 and curves.get_xlabel() == "step t"
+    assert [ax.get_title() for ax in fig.axes[1:]] == ["t = 0", "t = 50", "t = 99"]
+    with pytest.raises(ValueError, match="2 pictures for 3 steps"):
+        plots.noising(alpha_bar, [torch.rand(3, 8, 8)] * 2, [0, 50, 99])
