@@ -126,7 +126,7 @@ def guided(
 
 def ddim_steps(schedule_steps: int, steps: int) -> list[int]:
     """Return the `steps` schedule steps DDIM visits, from the noisiest (T - 1) down to 0."""
-    if not 1 <= int(steps) <= schedule_steps:
+    if not isinstance(steps, int) or not 1 <= steps <= schedule_steps:
         raise ValueError(f"steps must be between 1 and {schedule_steps}, got {steps!r}")
     return torch.linspace(schedule_steps - 1, 0, int(steps)).round().long().tolist()
 

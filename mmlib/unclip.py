@@ -145,15 +145,17 @@ def scene_data(
 
 
 def text_embeddings(clip, captions: str | Sequence[str]) -> torch.Tensor:
-    """Return the CLIP's normalised text embeddings (N, D) of captions, each of which must use
-    at least one word of the shapes world (else a ValueError says which and what it knows)."""
+    """Return the CLIP's normalised text embeddings (N, D) of captions, each of which must name
+    a shape or a colour of the shapes world (else a ValueError says which and what it knows)."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    known = set(grammar_words())
+    things = set(toyworld.COLOUR_NAMES) | {
+        s for shape in toyworld.SHAPES for s in (shape, toyworld._plural(shape))
+    }
     for caption in captions:
-        if not isinstance(caption, str) or not set(re.findall(r"[a-z]+", caption.lower())) & known:
+        if not isinstance(caption, str) or not set(re.findall(r"[a-z]+", caption.lower())) & things:
             raise ValueError(
-                f"caption {caption!r} has no word this world knows; describe a shape and a "
-                f"colour, e.g. 'a red star' (words: {', '.join(sorted(known))})"
+                f"caption {caption!r} names no shape or colour of this world; describe one, "
+                f"e.g. 'a red star' (its words: {', '.join(grammar_words())})"
             )
     model, _, tokenizer = clip
     return encode_texts(model, tokenizer, captions, progress=False)
@@ -220,35 +222,36 @@ def train_prior(
     return _train(
         net,
         optimizer,
-        saved,
         tc,
         x0,
         cond,
         alpha_bar,
-        "x0",
-        "train prior",
-        folder,
-        progress,
-        data_seconds,
-        on_log,
+        predict="x0",
+        desc="train prior",
+        saved=saved,
+        folder=folder,
+        progress=progress,
+        data_seconds=data_seconds,
+        on_log=on_log,
     )
 
 
 def _train(
-    net,
-    optimizer,
-    saved,
-    tc,
-    x0,
-    cond,
-    alpha_bar,
-    predict,
-    desc,
-    folder,
-    progress,
-    data_seconds,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tc: PriorTrainConfig | DecoderTrainConfig,
+    x0: torch.Tensor,
+    cond: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    *,
+    predict: str,
+    desc: str,
+    saved: dict,
+    folder: str | Path | None,
+    progress: bool,
+    data_seconds: float,
     on_log,
-):
+) -> tuple[nn.Module, History]:
     """The loop both unCLIP models share: a random batch, `diffusion_loss`, a step, and an
     exponential moving average of the weights (`ema`), which is what it returns: diffusion
     models sample better from the average of their last few hundred steps' weights than from
@@ -305,7 +308,7 @@ def sample_prior(
         prior, cond, (dim,), cosine_schedule(SCHEDULE_STEPS), steps, guidance, "x0", seed=seed
     )
     draws = nn.functional.normalize(out.cpu(), dim=-1).view(best_of, len(text), dim)
-    best = (draws * nn.functional.normalize(text.float(), dim=-1)).sum(-1).argmax(0)
+    best = (draws * nn.functional.normalize(text.float().cpu(), dim=-1)).sum(-1).argmax(0)
     return draws[best, torch.arange(len(text))]
 
 
@@ -326,13 +329,15 @@ class LatentDecoder(nn.Module):
         self.register_buffer("std", torch.ones(c))
 
     def standardise(self, latents: torch.Tensor) -> torch.Tensor:
+        """Return latents with each channel at mean 0, std 1 (the data's statistics)."""
         return (latents - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
     def unstandardise(self, x: torch.Tensor) -> torch.Tensor:
+        """Return standardised latents in the VQGAN's own scale again."""
         return x * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Return the U-Net's noise prediction for standardised noisy latents x."""
+        """Return the U-Net's prediction (`DECODER_PREDICTS`) for standardised noisy latents x."""
         return self.unet(x, t, cond)
 
 
@@ -389,17 +394,17 @@ def train_decoder(
     return _train(
         decoder,
         optimizer,
-        saved,
         tc,
         x0,
         cond,
         alpha_bar,
-        DECODER_PREDICTS,
-        "train decoder",
-        folder,
-        progress,
-        data_seconds,
-        on_log,
+        predict=DECODER_PREDICTS,
+        desc="train decoder",
+        saved=saved,
+        folder=folder,
+        progress=progress,
+        data_seconds=data_seconds,
+        on_log=on_log,
     )
 
 
@@ -439,6 +444,8 @@ def decode(
 
 
 def latents_to_pictures(decoder, vqgan, x: torch.Tensor) -> torch.Tensor:
+    """Return pictures (N, 3, H, W) in [0, 1] of standardised latents x: un-standardised,
+    snapped to the VQGAN's codebook, decoded."""
     dev = next(vqgan.parameters()).device
     z = decoder.unstandardise(x.to(decoder.mean.device)).to(dev)
     return from_model_range(vqgan.decode(vqgan.vector_quantize(z))).cpu()
@@ -519,6 +526,8 @@ def evaluate_unclip(
     decoder (WAYS), {way: {judge: {"seen", "heldout", "all"}}}, plus "pictures" {way: (pairs,
     n, 3, H, W)}, "pairs" and "n". `judges` = (judge CLIP, classifier), as `zoo.get_judges()` gives."""
     unknown = [w for w in ways if w not in WAYS]
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     if unknown:
         raise ValueError(f"unknown ways {unknown}; choose from {list(WAYS)}")
     pairs = [tuple(p) for p in (pairs if pairs is not None else judge.benchmark_pairs())]
@@ -541,14 +550,16 @@ def prior_cosines(
     unclip: UnCLIP, pairs: Sequence[tuple[str, str]] | None = None, n: int = 4, seed: int = 0
 ) -> dict[str, float]:
     """Return how close the prior's image embeddings are to real ones: the mean cosine to the
-    image embedding of a render of the caption's pair ("true"), to a render of another pair
-    ("unrelated"), and between renders of two different pairs ("chance")."""
+    image embedding of a render of the caption's pair ("true"), to a render of the previous pair
+    in `pairs` ("unrelated"; in the benchmark's order a neighbour may share the shape or the
+    colour), and between renders of those same two pairs ("chance", the level of "unrelated"
+    for an embedding that knows nothing of the caption)."""
     pairs = [tuple(p) for p in (pairs if pairs is not None else judge.benchmark_pairs())]
     if len(pairs) < 2:
         raise ValueError("prior_cosines needs at least 2 pairs")
     conditions = condition_embeddings(unclip, pairs, n, seed)
     prior, true = conditions["prior"], conditions["oracle"]
-    other = true.roll(n, dims=0)  # the next pair's renders: another pair for every row
+    other = true.roll(n, dims=0)  # the previous pair's renders: another pair for every row
     return {
         "true": (prior * true).sum(-1).mean().item(),
         "unrelated": (prior * other).sum(-1).mean().item(),
@@ -590,7 +601,8 @@ def colour_swapped(scene: toyworld.Scene) -> tuple[toyworld.Scene, str]:
 
 def binding(clip, n: int = 200, seed: int = 0) -> dict[str, float]:
     """Return how well `clip`'s embeddings bind colours to shapes, on n two-object scenes whose
-    objects differ in shape and in colour, each beside its colour-swapped twin:
+    objects differ in shape and in colour, each beside its colour-swapped twin (every pair in
+    both of them a seen one):
 
     - "twin_cosine": mean cosine between the image embeddings of a scene and its twin (what
       unCLIP's decoder is told apart by); "other_cosine": the same between a scene and
@@ -601,11 +613,16 @@ def binding(clip, n: int = 200, seed: int = 0) -> dict[str, float]:
     """
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
-    scenes, k = [], 0
+    seen = set(toyworld.allowed_pairs("heldout"))  # twins of seen pairs only: binding, not
+    scenes, k = [], 0  # composition, is what is measured
     while len(scenes) < n:
         scene = toyworld.sample_scene(seed, k, "heldout", "pair")
         a, b = scene.objects
-        if a.shape != b.shape and a.colour != b.colour:
+        if (
+            a.shape != b.shape
+            and a.colour != b.colour
+            and {(a.shape, b.colour), (b.shape, a.colour)} <= seen
+        ):
             scenes.append(scene)
         k += 1
     twins = [colour_swapped(s) for s in scenes]

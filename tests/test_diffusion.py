@@ -40,6 +40,22 @@ def test_noising_keeps_unit_variance_and_mixes_by_alpha_bar():
     assert torch.allclose(x_t, math.sqrt(0.3) * x0 + math.sqrt(0.7) * noise)
 
 
+@pytest.mark.parametrize("predict", ["eps", "x0", "v"])
+def test_the_loss_compares_the_prediction_with_its_target(predict):
+    ab = diffusion.cosine_schedule(100)
+    x0, cond = torch.randn(16, 3), torch.zeros(16, 2)
+    gen = torch.Generator().manual_seed(5)  # the same draws, in the same order, as the loss
+    t = torch.randint(100, (16,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    a = ab[t][:, None]
+    target = {"eps": noise, "x0": x0, "v": a.sqrt() * noise - (1 - a).sqrt() * x0}[predict]
+    zeros = Spy(lambda x, t, c: torch.zeros_like(x))
+    loss = diffusion.diffusion_loss(
+        zeros, x0, cond, ab, torch.Generator().manual_seed(5), 0.0, predict
+    )
+    assert loss.item() == pytest.approx(target.pow(2).mean().item(), rel=1e-5)
+
+
 def test_the_loss_is_reproducible_from_its_generator_and_drops_the_condition_when_asked():
     ab = diffusion.cosine_schedule(100)
     spy = Spy(lambda x, t, c: x * 0)
@@ -76,7 +92,7 @@ def test_a_guidance_scale_below_zero_or_not_finite_is_refused_in_one_line(bad):
 
 def test_ddim_visits_the_asked_number_of_steps_from_noisiest_to_clean():
     assert diffusion.ddim_steps(1000, 4) == [999, 666, 333, 0]
-    for bad in (0, 1001):
+    for bad in (0, 1001, 2.5, float("nan")):
         with pytest.raises(ValueError, match="steps must be between 1 and 1000"):
             diffusion.ddim_steps(1000, bad)
 
@@ -92,6 +108,36 @@ def test_one_ddim_step_with_the_true_noise_lands_on_the_clean_input():
     assert torch.allclose(diffusion.ddim_step(v, x_t, a, 1.0, "v"), x0, atol=1e-5)
     halfway = diffusion.ddim_step(noise, x_t, a, 0.9, "eps")  # same noise, less of it
     assert torch.allclose(halfway, math.sqrt(0.9) * x0 + math.sqrt(0.1) * noise, atol=1e-5)
+
+
+@pytest.mark.parametrize("predict", ["eps", "x0", "v"])
+def test_ddim_with_an_exact_denoiser_walks_from_any_noise_to_the_one_clean_point(predict):
+    # a world of one point mu: the exact eps, x0 and v of any x_t follow from x_t alone
+    mu = torch.tensor([0.5, -1.0, 2.0])
+    ab = diffusion.cosine_schedule(200)
+
+    def exact(x, t, c):
+        a = ab[t][:, None]
+        eps = (x - a.sqrt() * mu) / (1 - a).sqrt()
+        return {"eps": eps, "x0": mu.expand_as(x), "v": a.sqrt() * eps - (1 - a).sqrt() * mu}[
+            predict
+        ]
+
+    net = Spy(exact)
+    for clip_x0 in (None, 3.0):
+        out = diffusion.ddim_sample(net, torch.zeros(4, 1), (3,), ab, 20, 1.0, predict, clip_x0)
+        assert torch.allclose(out, mu.expand(4, 3), atol=1e-3), (predict, clip_x0)
+
+
+def test_ddim_samples_repeat_with_their_seed_and_differ_with_another():
+    net = Spy(lambda x, t, c: 0.5 * x)  # depends on x: the start noise matters
+    ab = diffusion.cosine_schedule(100)
+    cond = torch.zeros(3, 1)
+    one, again, other = (
+        diffusion.ddim_sample(net, cond, (2,), ab, 10, predict="eps", clip_x0=3.0, seed=s)
+        for s in (1, 1, 2)
+    )
+    assert torch.equal(one, again) and not torch.allclose(one, other)
 
 
 def test_sampling_with_a_network_that_knows_the_answer_returns_it_and_seeds_repeat():
@@ -113,6 +159,10 @@ def test_the_unet_keeps_the_latent_shape_starts_at_zero_and_refuses_a_wrong_embe
     assert out.shape == x.shape and torch.equal(out, torch.zeros_like(out))  # zero-initialised
     with pytest.raises(ValueError, match=r"condition must be \(B, 6\)"):
         net(x, t, torch.randn(2, 5))
+    prior = diffusion.VectorDenoiser(diffusion.DenoiserConfig(dim=4, width=8, depth=1))
+    assert prior(torch.randn(2, 4), t, torch.randn(2, 4)).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"condition must be \(B, 4\)"):
+        prior(torch.randn(2, 4), t, torch.randn(2, 3))
 
 
 def test_a_small_conditional_diffusion_model_learns_where_each_condition_points():

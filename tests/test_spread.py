@@ -46,7 +46,20 @@ def test_the_cached_measurements_measured_todays_recipes():
         "prior": unclip.PRIOR_SAMPLING,
         "decoder": unclip.DECODER_SAMPLING,
         "decoder_predicts": unclip.DECODER_PREDICTS,
+        "latent_clip": unclip.LATENT_CLIP,
     }, "unCLIP's sampling changed since mmlib/data/spread/unclip.json: run `mmlib bench unclip`"
+
+
+def test_unclip_counts_its_held_out_pictures_once_however_many_prompt_sets():
+    # every prompt set ends with the same held-out pairs, drawn with the same seeds
+    rows = [
+        {"prompt_set": p, "train_seed": s, "prior_x_seen": p + s, "prior_x_heldout": s}
+        for s in (0, 1, 2)
+        for p in (0, 1)
+    ]
+    summary = spread.unclip_summary(rows, ["prior_x_seen", "prior_x_heldout"])
+    assert summary["prior_x_seen"]["n"] == 6 and summary["prior_x_heldout"]["n"] == 3
+    assert summary["prior_x_heldout"]["mean"] == 1.0
 
 
 def test_goal_values_read_each_goals_first_percentage():
