@@ -2,6 +2,6 @@
 
 import sys
 
-from mmlib.cli import main
+from mmlib.tools.cli import main
 
 sys.exit(main())

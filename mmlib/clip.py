@@ -2,7 +2,7 @@
 save one as a local-dir folder, encode images and texts in batches, compare and score them.
 
 Every way of naming a model ends in one open_clip call, so tiny and full models behave alike.
-Weights are found on disk (`mmlib.weights`) *before* open_clip is asked for them: a missing
+Weights are found on disk (`mmlib.store.weights`) *before* open_clip is asked for them: a missing
 file without a network is one clear error at once. ``mmlib:`` names resolve through a small
 registry that the course layer fills (`register_model`), as open_clip's `add_model_config`
 extends its model list.
@@ -28,10 +28,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from mmlib.checkpoints import save_model_dir, state_dict_cpu
 from mmlib.env import MMLibError, autocast, get_device, module_device, to_device
 from mmlib.images import load_image
-from mmlib.weights import (
+from mmlib.store.checkpoints import save_model_dir, state_dict_cpu
+from mmlib.store.weights import (
     HF_WEIGHT_FILES,
     WeightsNotFoundError,
     check_checkpoint_file,

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmlib import toyworld
-from mmlib.checkpoints import save_checkpoint
 from mmlib.clip import tensor_transform
 from mmlib.env import autocast, get_device
+from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import (
     History,
     check_finite,

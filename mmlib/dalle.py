@@ -21,9 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mmlib import judge, toyworld
-from mmlib.checkpoints import save_checkpoint
 from mmlib.clip import as_clips, clip_scores
 from mmlib.env import get_device
+from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import (
     History,
     bars_on,
@@ -310,7 +310,7 @@ def evaluate_dalle(
     """Return the judges' verdicts on n samples per target pair, without and with re-ranking.
 
     Each pair is drawn `draws` times (n samples each time): with 12 seen pairs one draw moves a
-    fraction in steps of 8%, so the course measures 4 draws (BENCHMARK_DRAWS).
+    fraction in steps of 1/12, so the course measures 4 draws (BENCHMARK_DRAWS).
 
     `clips` re-rank: one CLIP or several (the course's two, `zoo.get_generation_clips`);
     `judges` = (judge CLIP, classifier) as `zoo.get_judges()` gives. For each judge and each

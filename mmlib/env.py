@@ -119,15 +119,10 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
 def autocast(device: torch.device):
     """Return an autocast context: bfloat16/float16 mixed precision on a GPU, a no-op on CPU.
 
-    Why not bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX)? Measured on one (2
-    cores, torch 2.14.1): it made a training step of the VQGAN 1.5x and of the judges' classifier
-    1.7-1.9x faster (CLIP 1.15x, the token model 0.74x), but changed what they learn. A classifier
-    trained in bfloat16, 100% right on real pictures as the float32 one, judged the same
-    VQGAN+CLIP pictures right 66.7% of the time, against the float32 classifier's 80.8%; and two
-    VQGANs trained in bfloat16 (24 px crops until step 600; whole pictures) left VQGAN+CLIP's
-    judge CLIP at 87.5% and 84.2%, against 95.0% and 89.2% for two float32 ones (crops until step
-    600; crops throughout), each `mmlib bench generate`'s mean over 3 seeds x 2 prompt sets. So
-    on a CPU every trainer computes in float32.
+    Why not bfloat16 on a CPU that computes it natively (AVX512-BF16, AMX)? It made some
+    training steps faster, but changed what the models learn: the judges and VQGANs trained in
+    it judged and drew VQGAN+CLIP's pictures worse than float32 ones (docs/measurements.json,
+    "decisions", "cpu_trains_in_float32"). So on a CPU every trainer computes in float32.
     """
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,7 +1,7 @@
 """What every trainer of the course shares, as plain functions: a progress bar, a history, the
 learning rate of a step, "due every N steps", resuming from the last checkpoint, and stopping on
 a NaN loss. Each trainer keeps its own loop, readable in one sitting; checkpoints themselves are
-written by `mmlib.checkpoints`.
+written by `mmlib.store.checkpoints`.
 
 The skeleton every loop of the course follows::
 
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from mmlib.checkpoints import checkpoint_exists, load_checkpoint, read_step
 from mmlib.env import MMLibError
+from mmlib.store.checkpoints import checkpoint_exists, load_checkpoint, read_step
 
 # Fields a trainer's config may have that decide when a run logs, evaluates or checkpoints, or how
 # many processes render the same batches in the same order: never which weights come out.

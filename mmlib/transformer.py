@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmlib.checkpoints import load_weights, read_model_dir, save_model_dir, state_dict_cpu
 from mmlib.env import get_device
+from mmlib.store.checkpoints import load_weights, read_model_dir, save_model_dir, state_dict_cpu
 
 CONFIG_KEY = "dalle_config"  # where mmlib.json keeps the TransformerConfig
 

@@ -35,7 +35,6 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from mmlib import judge, toyworld
-from mmlib.checkpoints import save_checkpoint
 from mmlib.clip import encode_images, encode_texts
 from mmlib.dalle import DalleTrainConfig, grammar_words
 from mmlib.diffusion import (
@@ -49,6 +48,7 @@ from mmlib.diffusion import (
     diffusion_loss,
 )
 from mmlib.env import get_device
+from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import (
     History,
     bars_on,

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
 
 from mmlib import toyworld
-from mmlib.checkpoints import save_checkpoint
 from mmlib.env import get_device
+from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import check_finite, cosine_lr, due, progress_bar, recipe, resume, set_lr
 from mmlib.vqgan import VQGAN, from_model_range, to_model_range
 
@@ -56,7 +56,7 @@ def new_tiny_vqgan(seed: int = 0) -> VQGAN:
 class VQGANTrainConfig:
     """Everything that decides a tiny-VQGAN training run."""
 
-    steps: int = 1000  # at 700 (25.6 dB) the token model fell to 88.9% seen (judge CLIP)
+    steps: int = 1000  # fewer cost the token model its goal (docs/measurements.json, vqgan_steps)
     batch_size: int = 32
     crop: int = 24  # random crops of this side until `disc_start`, then whole pictures (0: none)
     lr: float = 1e-3
@@ -77,13 +77,10 @@ def random_crops(images: torch.Tensor, side: int, seed: int, step: int) -> torch
     (the images themselves when they are not larger than `side`, or `side` is 0).
 
     The VQGAN is convolutional: it learns its parts (edges, corners, colours) from crops and
-    decodes whole pictures after. A 24 px crop of a 32 px picture costs 56% of the compute.
-    Measured (1,000 steps, two runs side by side at one thread each, held-out PSNR on 512
-    pictures): whole pictures 27.0 dB in 410 s; 24 px crops throughout 26.2 dB in 235 s (the token
-    model trained on it fell below its goal); 24 px crops until the discriminator joins at step
-    600, whole pictures after (the course's recipe) 27.0 and 27.2 dB in 323 s (two draws of the
-    crops); 28 px crops 27.1 dB in 331 s; 16 px crops lose the large shapes' outlines: 22.2 dB
-    even at 2,000 steps.
+    decodes whole pictures after. A 24 px crop of a 32 px picture costs (24/32)^2 of the compute.
+    The course crops until the discriminator joins, then trains on whole pictures: as sharp as
+    whole pictures throughout in less time, where crops throughout lost sharpness and smaller
+    crops lost the large shapes' outlines (docs/measurements.json, "decisions", "vqgan_crops").
     """
     height, width = images.shape[-2:]
     if side <= 0 or side >= min(height, width):

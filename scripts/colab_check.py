@@ -6,7 +6,9 @@
 2. Run the install commands of notebook 00's first cell exactly (the git URL replaced by this
    checkout) and fail when any package Colab pins changes version, or when the install adds a
    package a Colab notebook never needs (JupyterLab, pytest, ruff, papermill, pytorch-lightning).
-3. Import mmlib there and run notebook 00 (the models come from MMLIB_HOME: nothing trains).
+3. From a folder outside the checkout (so only the installed wheel can be imported, as on
+   Colab): import mmlib, run `mmlib doctor` and notebook 00 (the models come from MMLIB_HOME:
+   nothing trains).
 4. Run the widget tests there (ipywidgets 7.7.1), or with --unit the whole unit suite
    (Python 3.13).
 
@@ -195,16 +197,23 @@ def main() -> int:
             f"Colab notebook does not need"
         )
 
-    step = Step("import mmlib, run notebook 00")
-    run([python, "-c", "import mmlib.zoo, mmlib.widgets, mmlib.course; print('ok')"])
-    run(pip + ["install", "-q", "papermill", "-c", constraints])  # the harness, not the course
+    # From a folder outside the checkout, so that Python finds mmlib only where pip put it
+    # (`python -c` puts the working folder first on sys.path): the installed wheel, as on Colab.
+    step = Step("from the installed wheel: import mmlib, mmlib doctor, notebook 00")
     env = {**os.environ, "MMLIB_NO_TRAINING": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     out = ROOT / "build" / "colab-notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    code = "import mmlib, mmlib.zoo, mmlib.widgets, mmlib.course; print(mmlib.__file__)"
+    where = Path(run([python, "-c", code], cwd=out).stdout.strip().splitlines()[-1])
+    if not where.resolve().is_relative_to(VENV.resolve()):
+        raise SystemExit(f"colab check: mmlib was imported from {where}, not the installed wheel")
+    run([VENV / "bin" / "mmlib", "doctor"], env=env, cwd=out)
+    run(pip + ["install", "-q", "papermill", "-c", constraints])  # the harness, not the course
     code = (
-        f"from mmlib.course import run_notebook; r = run_notebook({str(NOTEBOOK)!r}, "
+        f"from mmlib.tools.runner import run_notebook; r = run_notebook({str(NOTEBOOK)!r}, "
         f"{str(out)!r}, 'tiny'); print(r.summary())"
     )
-    step.done(run([python, "-c", code], env=env, cwd=ROOT).stdout.strip().splitlines()[-1])
+    step.done(run([python, "-c", code], env=env, cwd=out).stdout.strip().splitlines()[-1])
 
     step = Step("unit tests on Python 3.13" if args.unit else "widget tests under ipywidgets 7")
     run(

@@ -58,7 +58,7 @@ step full-fixtures "$PY" - <<'EOF'
 import open_clip, torch, yaml
 from safetensors.torch import save_file
 from mmlib import vqgan as vq
-from mmlib.downloads import FULL_FILES
+from mmlib.store.downloads import FULL_FILES
 clip_item, ckpt_item, config_item = FULL_FILES[:3]
 for item in (clip_item, ckpt_item):
     item.local_path().parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mmlib.course import TIMES_FILE
+from mmlib.tools.runner import TIMES_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "docs" / "measurements.json"
@@ -108,6 +108,10 @@ def measure() -> dict:
             )
             measured["import_seconds"] = time.perf_counter() - start
         measured["pack_mb"] = pack.stat().st_size / 1e6
+    if MEASURED.is_file():  # the measurements behind design decisions: made once, kept
+        decisions = json.loads(MEASURED.read_text()).get("decisions")
+        if decisions:
+            measured["decisions"] = decisions
     return measured
 
 

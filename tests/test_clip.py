@@ -8,15 +8,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mmlib import zoo
+from mmlib import recipes, zoo
 from mmlib.clip import encode_images, encode_texts, load_clip, similarity
+from mmlib.store.weights import WeightsNotFoundError
 from mmlib.toyworld import ShapesWorld, render_image
-from mmlib.weights import WeightsNotFoundError
 
 
 def _tiny_local_dir(folder, seed=0):
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**json.loads(json.dumps(zoo.TINY_CLIP_CONFIG["model_cfg"])))
+    model = open_clip.CLIP(**json.loads(json.dumps(recipes.TINY_CLIP_CONFIG["model_cfg"])))
     zoo.save_tiny_clip(folder, model, {"trained": False})
     return model
 
@@ -29,7 +29,7 @@ def untrained_tiny():
 def test_tiny_config_loads_untrained_and_says_so(tmp_home, caplog):
     model, preprocess, tokenizer = untrained_tiny()
     assert "UNTRAINED" in caplog.text
-    context = zoo.TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
+    context = recipes.TINY_CLIP_CONFIG["model_cfg"]["text_cfg"]["context_length"]
     assert tokenizer(["a red star"]).shape == (1, context)
     assert not model.training
 

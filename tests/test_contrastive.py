@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib import contrastive, zoo
-from mmlib.checkpoints import load_checkpoint, read_step
+from mmlib import contrastive, recipes, zoo
 from mmlib.contrastive import ClipTrainConfig, clip_loss, train_clip
+from mmlib.store.checkpoints import load_checkpoint, read_step
 from mmlib.training import NonFiniteLossError
 
 SMALL = {
@@ -26,7 +26,7 @@ SMALL = {
 
 def small_clip(seed=0):
     """A CLIP smaller than the course's, so the tests are quick."""
-    cfg = copy.deepcopy(zoo.TINY_CLIP_CONFIG)
+    cfg = copy.deepcopy(recipes.TINY_CLIP_CONFIG)
     cfg["model_cfg"]["vision_cfg"].update(patch_size=8, width=64, layers=1)
     cfg["model_cfg"]["text_cfg"].update(width=64, layers=1, heads=2)
     torch.manual_seed(seed)

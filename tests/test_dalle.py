@@ -199,7 +199,7 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, tokeni
 
 
 def test_train_dalle_command_writes_a_model_that_loads(prepared, tmp_path, capsys):
-    from mmlib.cli import main
+    from mmlib.tools.cli import main
 
     main(
         [

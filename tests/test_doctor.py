@@ -2,8 +2,8 @@
 
 import os
 
-from mmlib.cli import main
-from mmlib.doctor import doctor, doctor_report, torch_build
+from mmlib.tools.cli import main
+from mmlib.tools.doctor import doctor, doctor_report, torch_build
 
 
 def test_doctor_reports_versions_device_profile_cache_and_full_weights(tmp_home, capsys):

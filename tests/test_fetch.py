@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mmlib.fetch import DownloadError, download
+from mmlib.store.fetch import DownloadError, download
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, not all one byte
 

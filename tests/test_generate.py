@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from mmlib import generate as g
+from mmlib import recipes
 from mmlib.clip import clip_scores
 from mmlib.vqgan import VQGAN
 from mmlib.vqgan_training import TINY_VQGAN
@@ -152,8 +153,8 @@ def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_
 
 
 def test_generate_command_takes_the_profiles_steps_unless_told(monkeypatch, tmp_path):
-    from mmlib import commands
-    from mmlib.cli import main
+    from mmlib.tools import commands
+    from mmlib.tools.cli import main
 
     seen = []
 
@@ -176,7 +177,7 @@ def test_generate_command_takes_the_profiles_steps_unless_told(monkeypatch, tmp_
 
 
 def test_generate_command_writes_png_and_video(prepared, tmp_path, capsys):
-    from mmlib.cli import main
+    from mmlib.tools.cli import main
 
     out, video = tmp_path / "x.png", tmp_path / "x.gif"
     picture = tmp_path / "red.png"
@@ -257,7 +258,7 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
 
     from mmlib import vqgan as vq
     from mmlib import zoo
-    from mmlib.downloads import FULL_FILES
+    from mmlib.store.downloads import FULL_FILES
 
     clip_item, ckpt_item, config_item = FULL_FILES[:3]
     for item in (clip_item, ckpt_item):
@@ -273,7 +274,7 @@ def test_full_profile_configuration_runs_one_step_with_fixture_weights(tmp_home)
         ckpt_item.local_path(),
     )
 
-    settings = zoo.generation_settings("full")
+    settings = recipes.generation_settings("full")
     assert settings["size"] == 256 and settings["cutn"] == 32 and settings["steps"] == 300
     clips, vqgan = zoo.get_generation_clips("full", device="cpu"), zoo.get_vqgan("full", "cpu")
     assert len(clips) == 1 and vqgan.n_embed == 16384 and vqgan.factor == 16

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from mmlib import search, toyworld, zoo
-from mmlib.cli import main
 from mmlib.clip import encode_images, image_tensor, load_clip
 from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
+from mmlib.tools.cli import main
 from mmlib.zeroshot import build_classifier, classify
 
 pytestmark = pytest.mark.hostile

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmlib import judge, toyworld, zoo
-from mmlib.checkpoints import read_model_dir
+from mmlib.store.checkpoints import read_model_dir
 
 
 def test_the_classifier_learns_shapes_and_colours_from_a_short_training():

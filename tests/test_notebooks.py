@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mmlib.course import course_notebooks, record_time, run_notebook, solution_code
+from mmlib.tools.runner import course_notebooks, record_time, run_notebook, solution_code
 
 NOTEBOOKS = course_notebooks()
 
@@ -98,3 +98,20 @@ def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
     assert not errors
     assert run.figures, f"{path.name} reports no key figure"
     assert not unsupported_percentages(executed), "numbers typed into the text, not computed"
+
+
+def test_the_runner_finds_the_notebooks_without_the_source_checkout(tmp_path, monkeypatch):
+    # An installed wheel holds no notebooks: the runner looked beside its own source before
+    from mmlib.tools import runner
+
+    wheel = tmp_path / "venv" / "site-packages" / "mmlib" / "tools" / "runner.py"
+    monkeypatch.setattr(runner, "__file__", str(wheel))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(runner.NOTEBOOKS_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match=runner.NOTEBOOKS_ENV):
+        runner.notebooks_dir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "00_setup.ipynb").write_text("{}")
+    assert runner.notebooks_dir() == tmp_path / "notebooks"  # the course's folder, as cwd
+    monkeypatch.setenv(runner.NOTEBOOKS_ENV, str(tmp_path / "elsewhere"))
+    assert runner.notebooks_dir() == tmp_path / "elsewhere"

@@ -8,10 +8,11 @@ import zipfile
 
 import pytest
 
-from mmlib import __version__, packs, zoo
-from mmlib.checkpoints import model_dir_complete
-from mmlib.cli import main
-from mmlib.fetch import DownloadError
+from mmlib import __version__, zoo
+from mmlib.store import packs
+from mmlib.store.checkpoints import model_dir_complete
+from mmlib.store.fetch import DownloadError
+from mmlib.tools.cli import main
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from mmlib import search, toyworld
-from mmlib.cli import main
 from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
 from mmlib.search import ImageIndex, ModelMismatchError, parse_query
+from mmlib.tools.cli import main
 
 
 def write_world(folder, n=40, seed=0, start=0):

@@ -3,6 +3,7 @@
 import pytest
 
 from mmlib import spread
+from mmlib.tools import spread_runs
 
 
 def test_summaries_give_mean_min_max_over_the_runs_that_have_the_figure():
@@ -13,10 +14,12 @@ def test_summaries_give_mean_min_max_over_the_runs_that_have_the_figure():
 
 
 def test_children_run_side_by_side_and_a_failing_one_says_what_failed(tmp_home):
-    rows = spread.run_parallel("_clip_run", [{"seed": 0, "split": "heldout", "steps": 2}], lanes=1)
+    rows = spread_runs.run_parallel(
+        "_clip_run", [{"seed": 0, "split": "heldout", "steps": 2}], lanes=1
+    )
     assert rows[0]["split"] == "heldout" and 0 <= rows[0]["heldout"] <= 1
     with pytest.raises(RuntimeError, match="_clip_run"):
-        spread.run_parallel("_clip_run", [{"seed": 0, "split": "nonsense", "steps": 2}])
+        spread_runs.run_parallel("_clip_run", [{"seed": 0, "split": "nonsense", "steps": 2}])
 
 
 def test_the_cached_measurements_ship_with_mmlib_and_say_where_they_come_from():
@@ -57,7 +60,7 @@ def test_unclip_counts_its_held_out_pictures_once_however_many_prompt_sets():
         for s in (0, 1, 2)
         for p in (0, 1)
     ]
-    summary = spread.unclip_summary(rows, ["prior_x_seen", "prior_x_heldout"])
+    summary = spread_runs.unclip_summary(rows, ["prior_x_seen", "prior_x_heldout"])
     assert summary["prior_x_seen"]["n"] == 6 and summary["prior_x_heldout"]["n"] == 3
     assert summary["prior_x_heldout"]["mean"] == 1.0
 

@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from mmlib import dalle, judge, unclip, zoo
+from mmlib import dalle, judge, recipes, unclip, zoo
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.training import BOOKKEEPING
 from mmlib.transformer import TransformerConfig
@@ -107,12 +107,14 @@ def test_the_zoo_keys_ignore_bookkeeping(monkeypatch):
 
     before = keys()
     vqgan_config, dalle_config = VQGANTrainConfig, dalle.DalleTrainConfig
-    monkeypatch.setitem(zoo.TINY_CLIP_TRAINING, "eval_every", 7)
-    monkeypatch.setattr(zoo, "VQGANTrainConfig", lambda: vqgan_config(eval_every=3, **BUSY))
+    monkeypatch.setitem(recipes.TINY_CLIP_TRAINING, "eval_every", 7)
+    monkeypatch.setattr(recipes, "vqgan_training", lambda: vqgan_config(eval_every=3, **BUSY))
     monkeypatch.setattr(dalle, "DalleTrainConfig", lambda: dalle_config(**BUSY))
     prior_config, decoder_config = unclip.PriorTrainConfig, unclip.DecoderTrainConfig
     monkeypatch.setattr(unclip, "PriorTrainConfig", lambda: prior_config(**BUSY))
     monkeypatch.setattr(unclip, "DecoderTrainConfig", lambda: decoder_config(**BUSY))
     assert keys() == before
-    monkeypatch.setitem(zoo.TINY_CLIP_TRAINING, "steps", 601)  # a field that does change weights
+    monkeypatch.setitem(
+        recipes.TINY_CLIP_TRAINING, "steps", 601
+    )  # a field that does change weights
     assert keys()[0] != before[0]

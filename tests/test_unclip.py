@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmlib import diffusion, unclip, zoo
+from mmlib.tools.prepare import PREPARE_STEPS
 
 SMALL_UNET = diffusion.UNetConfig(channels=32, width=16, cond_dim=128, heads=2)
 SMALL_PRIOR = diffusion.DenoiserConfig(dim=128, width=32, depth=1)
@@ -128,7 +129,7 @@ def test_a_decoder_run_resumes_from_its_checkpoint_to_the_same_weights(parts, tm
 
 def test_the_zoo_keys_unclip_by_its_recipes_and_inputs(monkeypatch):
     before = zoo.tiny_folders()
-    assert set(zoo.PREPARE_STEPS["unclip-decoder"]) == {"tiny-clip", "tiny-vqgan"}
+    assert set(PREPARE_STEPS["unclip-decoder"]) == {"tiny-clip", "tiny-vqgan"}
     prior_config = unclip.PriorTrainConfig
     monkeypatch.setattr(unclip, "PriorTrainConfig", lambda: prior_config(steps=7))
     monkeypatch.setattr(unclip, "DECODER_PREDICTS", "eps")  # decides the decoder's weights

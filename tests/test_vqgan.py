@@ -176,7 +176,7 @@ def test_straight_through_quantisation_and_the_codebook_box():
 
 def test_full_profile_vqgan_offline_says_what_to_download(tmp_home):
     from mmlib import zoo
-    from mmlib.weights import WeightsNotFoundError
+    from mmlib.store.weights import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError, match="last.ckpt"):
         zoo.get_vqgan("full")
@@ -184,7 +184,7 @@ def test_full_profile_vqgan_offline_says_what_to_download(tmp_home):
 
 def test_full_profile_vqgan_loads_from_files_placed_in_mmlib_home(tmp_home):
     from mmlib import zoo
-    from mmlib.downloads import FULL_FILES
+    from mmlib.store.downloads import FULL_FILES
 
     ckpt_item, config_item = FULL_FILES[1], FULL_FILES[2]
     ckpt_item.local_path().parent.mkdir(parents=True)

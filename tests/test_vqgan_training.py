@@ -79,7 +79,7 @@ def test_the_prepared_tiny_vqgan_reconstructs_held_out_images(prepared):
 
 
 def test_train_vqgan_command_writes_a_model(tmp_path, capsys):
-    from mmlib.cli import main
+    from mmlib.tools.cli import main
 
     assert main(["train", "vqgan", "--out", str(tmp_path / "v"), "--steps", "4"]) == 0
     assert "PSNR" in capsys.readouterr().out

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from mmlib import zoo
-from mmlib.checkpoints import save_model_dir
 from mmlib.clip import encode_images, load_clip
 from mmlib.contrastive import ClipTrainConfig, train_clip
+from mmlib.store.checkpoints import save_model_dir
 from mmlib.toyworld import ShapesWorld, render_image
 
 pytestmark = pytest.mark.workers

@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from mmlib import zoo
-from mmlib.cli import main
-from mmlib.downloads import FULL_FILES, download_instructions, full_profile_status
-from mmlib.weights import WeightsNotFoundError, find_local_weights
+from mmlib import recipes, zoo
+from mmlib.store.downloads import FULL_FILES, download_instructions, full_profile_status
+from mmlib.store.weights import WeightsNotFoundError, find_local_weights
+from mmlib.tools import prepare
+from mmlib.tools.cli import main
 
 
 def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
@@ -14,7 +15,7 @@ def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
     assert {"open_clip_config.json", "open_clip_model.safetensors", "mmlib.json"} <= {
         p.name for p in folder.iterdir()
     }
-    assert json.loads((folder / "open_clip_config.json").read_text()) == zoo.TINY_CLIP_CONFIG
+    assert json.loads((folder / "open_clip_config.json").read_text()) == recipes.TINY_CLIP_CONFIG
     assert zoo.tiny_clip_dir("judge-clip", train=False) != folder  # other seed, other key
     with pytest.raises(ValueError, match="not a tiny model"):
         zoo.tiny_clip_dir("huge-clip")
@@ -46,7 +47,7 @@ def test_download_full_offline_prints_what_to_fetch_and_fails(tmp_home, capsys):
 def test_preparing_the_full_profile_offline_raises_an_error_the_cli_reports(tmp_home, capsys):
     # a library raises; only the CLI turns it into an exit status (it was a SystemExit here)
     with pytest.raises(WeightsNotFoundError, match="fetch the files named above"):
-        zoo.prepare("full")
+        prepare.prepare("full")
     assert main(["zoo", "prepare", "full"]) == 2
     assert "fetch the files named above" in capsys.readouterr().err
 
@@ -68,9 +69,9 @@ def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatc
     import threading
 
     monkeypatch.setattr(
-        zoo,
+        recipes,
         "TINY_CLIP_TRAINING",
-        {**zoo.TINY_CLIP_TRAINING, "steps": 2, "batch_size": 8, "eval_every": 0},
+        {**recipes.TINY_CLIP_TRAINING, "steps": 2, "batch_size": 8, "eval_every": 0},
     )
     calls = []
     real = zoo._make_tiny_clip
@@ -127,23 +128,23 @@ def test_prepare_runs_side_by_side_on_a_cpu_and_does_nothing_when_all_is_there(
     tmp_home, monkeypatch, capsys, fake_prepared_home
 ):
     monkeypatch.delenv("MMLIB_PREPARE_LANES", raising=False)
-    lanes, threads = zoo.prepare_lanes()
+    lanes, threads = prepare.prepare_lanes()
     assert 1 <= lanes <= 3 and lanes * threads <= max(2, __import__("os").cpu_count())
     monkeypatch.setenv("MMLIB_PREPARE_LANES", "1")
-    assert zoo.prepare_lanes()[0] == 1
+    assert prepare.prepare_lanes()[0] == 1
     monkeypatch.setenv("MMLIB_PREPARE_LANES", "zero")
     with pytest.raises(ValueError, match="MMLIB_PREPARE_LANES"):
-        zoo.prepare_lanes()
+        prepare.prepare_lanes()
     monkeypatch.delenv("MMLIB_PREPARE_LANES")
     fake_prepared_home(tmp_home)
-    assert zoo.prepare() == {}  # nothing to make: nothing trains, nothing is timed
+    assert prepare.prepare() == {}  # nothing to make: nothing trains, nothing is timed
     out = capsys.readouterr().out
-    assert all(name in out for name in zoo.PREPARE_STEPS)
+    assert all(name in out for name in prepare.PREPARE_STEPS)
 
 
 def test_prepare_steps_are_what_the_profile_caches_each_after_what_it_needs():
-    steps = list(zoo.PREPARE_STEPS)
+    steps = list(prepare.PREPARE_STEPS)
     assert sorted(steps) == sorted(zoo.tiny_folders())
     for k, name in enumerate(steps):  # one lane makes them in this order
-        assert set(zoo.PREPARE_STEPS[name]) <= set(steps[:k]), name
-    assert zoo.PREPARE_STEPS["tiny-dalle"] == ("tiny-vqgan",)  # the token model needs no judge
+        assert set(prepare.PREPARE_STEPS[name]) <= set(steps[:k]), name
+    assert prepare.PREPARE_STEPS["tiny-dalle"] == ("tiny-vqgan",)  # the token model needs no judge

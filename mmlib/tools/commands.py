@@ -1,4 +1,4 @@
-"""What each `mmlib` command does, given its parsed arguments (`mmlib.cli` parses them).
+"""What each `mmlib` command does, given its parsed arguments (`mmlib.tools.cli` parses them).
 
 Each command checks its inputs before any slow work, prints its result in a line or a small
 table, and returns the exit status.
@@ -16,8 +16,7 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
 
-from mmlib import zoo
-from mmlib.checkpoints import save_model_dir, state_dict_cpu
+from mmlib import recipes, zoo
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.dalle import SAMPLING, DalleTrainConfig, evaluate_dalle, train_dalle
 from mmlib.env import MMLibError, cache_dir
@@ -32,6 +31,7 @@ from mmlib.generate import (
 )
 from mmlib.images import display_path, load_image
 from mmlib.search import ImageIndex, contact_sheet, parse_query
+from mmlib.store.checkpoints import save_model_dir, state_dict_cpu
 from mmlib.transformer import TransformerConfig, save_transformer
 from mmlib.vqgan_training import (
     TINY_VQGAN,
@@ -197,7 +197,7 @@ def generate_command(args) -> int:
     Everything the user typed is checked before a model loads: prompts, image prompts, the
     init image, and that the picture and the video can be written where asked.
     """
-    settings = zoo.generation_settings(args.profile)
+    settings = recipes.generation_settings(zoo.get_profile(args.profile))
     steps = args.steps if args.steps is not None else settings["steps"]
     config = GenerateConfig(
         **{

@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mmlib import PACK_URL, __version__, zoo
-from mmlib.checkpoints import check_file, is_html, model_dir_complete
 from mmlib.env import MMLibError, cache_dir
-from mmlib.fetch import download
+from mmlib.store.checkpoints import check_file, is_html, model_dir_complete
+from mmlib.store.fetch import download
 
 FORMAT = "mmlib-pack"
 FORMAT_VERSION = 1

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from mmlib.checkpoints import is_html
 from mmlib.env import MMLibError
+from mmlib.store.checkpoints import is_html
 
 CHUNK = 1 << 20
 

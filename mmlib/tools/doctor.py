@@ -14,8 +14,8 @@ from importlib import metadata
 import torch
 
 from mmlib import zoo
-from mmlib.downloads import full_profile_status
 from mmlib.env import apply_start_method, cache_dir, get_device, in_colab
+from mmlib.store.downloads import full_profile_status
 
 PACKAGES = (
     "mmlib",

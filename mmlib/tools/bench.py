@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmlib import spread
+from mmlib import recipes
 from mmlib.clip import input_size, tensor_transform
 from mmlib.env import cache_dir
 from mmlib.generate import clamp_with_grad, from_model_range_raw, spherical_distance
+from mmlib.tools import prepare, spread_runs
 
 # ---------------------------------------------------------------------------------------------
 # Child processes
@@ -47,7 +48,7 @@ def peak_rss_mb() -> float:
 
 def run_child(task: str, **kwargs) -> dict:
     """Run `task` (a function name in this module) in a fresh Python process; return its dict."""
-    cmd = [sys.executable, "-m", "mmlib.bench", "--child", task, json.dumps(kwargs)]
+    cmd = [sys.executable, "-m", "mmlib.tools.bench", "--child", task, json.dumps(kwargs)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"bench child {task} failed:\n{done.stderr[-3000:]}")
@@ -203,10 +204,12 @@ def bench_train(quick: bool = False) -> dict:
     """Measure (a) the tiny CLIP recipe's zero-shot accuracy over 3 training seeds x 3 held-out
     splits (mean, min, max, wall time) and (b) the trainer's samples/s against a plain loop."""
     if quick:  # the code path, in a minute: its numbers mean nothing
-        spread_result = spread.clip_spread(seeds=(0,), splits=("heldout", "heldout-1"), steps=30)
+        spread_result = spread_runs.clip_spread(
+            seeds=(0,), splits=("heldout", "heldout-1"), steps=30
+        )
     else:
-        spread_result = spread.clip_spread()
-        print(f"saved: {spread.save('clip', spread_result)}")
+        spread_result = spread_runs.clip_spread()
+        print(f"saved: {spread_runs.save('clip', spread_result)}")
     speed_steps, repeats = (8, 1) if quick else (40, 3)
     runs = {}
     for _ in range(repeats):  # alternated, best of each: a slow moment of the machine hits one run
@@ -530,12 +533,11 @@ def _generate_child(
     import torch
 
     from mmlib import generate as g
-    from mmlib import zoo
 
     clip, vqgan = _generation_models(config, device)
     for p in vqgan.parameters():
         p.requires_grad_(False)
-    size = zoo.generation_settings(config)["size"]
+    size = recipes.generation_settings(config)["size"]
     texts = ["a red star", "a blue circle", "a green heart", "a white cross"][:prompts]
     g.generate(
         texts[:1],
@@ -601,10 +603,12 @@ def bench_generate(quick: bool = False) -> dict:
         out[f"{config}-{device}"] = {"runs": runs, "ratio": ratio}
     out["ratio"] = out["tiny-cpu"]["ratio"]
     if quick:
-        out["spread"] = spread.generate_spread(seeds=(0,), prompt_sets=(0,), steps=20, prompts=4)
+        out["spread"] = spread_runs.generate_spread(
+            seeds=(0,), prompt_sets=(0,), steps=20, prompts=4
+        )
     else:
-        out["spread"] = spread.generate_spread()
-        print(f"saved: {spread.save('generate', out['spread'])}")
+        out["spread"] = spread_runs.generate_spread()
+        print(f"saved: {spread_runs.save('generate', out['spread'])}")
     return out
 
 
@@ -612,9 +616,11 @@ def bench_dalle(quick: bool = False) -> dict:
     """Measure the token model recipe over 3 training seeds x 2 prompt sets x 2 sampling seeds:
     the judged fraction of its first sample and of its best of 8 (mean, min, max)."""
     if quick:
-        return spread.dalle_spread(seeds=(0,), prompt_sets=(0,), sampling_seeds=(0,), steps=30, n=2)
-    result = spread.dalle_spread()
-    print(f"saved: {spread.save('dalle', result)}")
+        return spread_runs.dalle_spread(
+            seeds=(0,), prompt_sets=(0,), sampling_seeds=(0,), steps=30, n=2
+        )
+    result = spread_runs.dalle_spread()
+    print(f"saved: {spread_runs.save('dalle', result)}")
     return result
 
 
@@ -642,7 +648,7 @@ def _sampling_child(generator: str, pictures: int, threads: int) -> dict:
         images = decode_tokens(vqgan, sample(model, captions, n=1, **dalle.SAMPLING))
     else:
         vqgan, clips = zoo.get_vqgan("tiny", device="cpu"), zoo.get_generation_clips("tiny", "cpu")
-        config = generate.GenerateConfig(**zoo.generation_settings("tiny"))
+        config = generate.GenerateConfig(**recipes.generation_settings("tiny"))
         tick = time.perf_counter()
         images = generate.generate(captions, vqgan, clips, config, progress=False, device="cpu")
         images = images.images
@@ -663,12 +669,12 @@ def bench_unclip(quick: bool = False) -> dict:
     (goal: unCLIP draws 100 pictures in <= 30 s on 2 CPU cores). Full: saved as one result,
     the spread's "sampling_speed" (notebook 07 shows both)."""
     if quick:
-        result = spread.unclip_spread(
+        result = spread_runs.unclip_spread(
             seeds=(0,), prompt_sets=(0,), prior_steps=20, decoder_steps=20, n=1, scenes=256
         )
         counts = {"unCLIP": 10, "token model": 10, "VQGAN+CLIP": 2}
     else:
-        result = spread.unclip_spread()
+        result = spread_runs.unclip_spread()
         counts = {"unCLIP": 100, "token model": 100, "VQGAN+CLIP": 20}
     threads = os.cpu_count() or 1
     runs = {
@@ -685,7 +691,7 @@ def bench_unclip(quick: bool = False) -> dict:
     print(f"  unCLIP: 100 pictures in {100 / base:.1f} s (goal <= 30 s on 2 CPU cores)")
     result["sampling_speed"] = runs
     if not quick:
-        print(f"saved: {spread.save('unclip', result)}")
+        print(f"saved: {spread_runs.save('unclip', result)}")
     return result
 
 
@@ -693,10 +699,9 @@ def bench_prepare(quick: bool = False) -> dict:
     """Print how long each stage of `mmlib zoo prepare` took. Quick: the stages of the last
     prepare in MMLIB_HOME. Full: prepare from scratch in a temporary MMLIB_HOME, with the
     stages side by side as `zoo prepare` runs them, and again one at a time (the baseline)."""
-    from mmlib import zoo
 
     if quick:
-        path = cache_dir() / zoo.TIMES_FILE
+        path = cache_dir() / prepare.TIMES_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no {path.name} in {cache_dir()}: run `mmlib zoo prepare`")
         runs = {"last prepare": json.loads(path.read_text())}
@@ -711,8 +716,8 @@ def bench_prepare(quick: bool = False) -> dict:
                     check=True,
                     capture_output=True,
                 )
-                runs[name] = json.loads((Path(home) / zoo.TIMES_FILE).read_text())
-    stages = [k for k in zoo.PREPARE_STEPS]
+                runs[name] = json.loads((Path(home) / prepare.TIMES_FILE).read_text())
+    stages = [k for k in prepare.PREPARE_STEPS]
     print(f"bench prepare: seconds per stage ({', '.join(runs)})")
     for stage in [*stages, "wall"]:
         print(
@@ -722,7 +727,7 @@ def bench_prepare(quick: bool = False) -> dict:
     if len(runs) == 2:
         a, b = runs.values()
         print(f"side by side is {a['wall'] / b['wall']:.2f}x faster than one at a time")
-        spread.save("prepare", runs)
+        spread_runs.save("prepare", runs)
     return runs
 
 

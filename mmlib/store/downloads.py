@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmlib.env import cache_dir
-from mmlib.fetch import DownloadError, download
-from mmlib.weights import HF_WEIGHT_FILES, find_in_hf_cache, is_offline
+from mmlib.store.fetch import DownloadError, download
+from mmlib.store.weights import HF_WEIGHT_FILES, find_in_hf_cache, is_offline
 
 FULL_CLIP = ("ViT-B-32", "laion2b_s34b_b79k")
 FULL_VQGAN = "vqgan_imagenet_f16_16384"

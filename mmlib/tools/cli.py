@@ -2,17 +2,20 @@
 
 A mistake on the command line or in a file it names is one line on stderr that says what was
 wrong and what to do, and exit status 2; no traceback (``--debug`` or ``MMLIB_DEBUG=1`` shows
-it). What each command does is in `mmlib.commands`.
+it). Anything else is a bug in mmlib: exit status 1 and a line asking to report it
+(`users_mistake` tells the two apart). What each command does is in `mmlib.tools.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from mmlib.env import MMLibError, apply_start_method
 
@@ -60,11 +63,11 @@ def finite_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mmlib.bench import BENCHES
     from mmlib.contrastive import ClipTrainConfig
     from mmlib.dalle import BENCHMARK_DRAWS, DalleTrainConfig
     from mmlib.generate import GenerateConfig
-    from mmlib.zoo import generation_settings
+    from mmlib.recipes import generation_settings
+    from mmlib.tools.bench import BENCHES
 
     p = argparse.ArgumentParser(prog="mmlib", description="The mmlib course's command line.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -185,24 +188,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from mmlib import commands
+    from mmlib.tools import commands
 
     if args.command == "doctor":
-        from mmlib.doctor import doctor
+        from mmlib.tools.doctor import doctor
 
         doctor(args.profile)
         return 0
     if args.command == "course":
-        from mmlib.course import run_course
+        from mmlib.tools.runner import run_course
 
         runs = run_course(args.out, args.profile)
         return 1 if any(r.error for r in runs) else 0
     if args.command == "zoo":
-        from mmlib import packs, zoo
-        from mmlib.downloads import download_full
+        from mmlib.store import packs
+        from mmlib.store.downloads import download_full
+        from mmlib.tools.prepare import prepare
 
         if args.zoo_command == "prepare":
-            zoo.prepare(args.profile)
+            prepare(args.profile)
             return 0
         if args.zoo_command == "export":
             return packs.export_command(args.file)
@@ -220,11 +224,43 @@ def _run(args) -> int:
     if args.command == "generate":
         return commands.generate_command(args)
     if args.command == "bench":
-        from mmlib.bench import BENCHES
+        from mmlib.tools.bench import BENCHES
 
         for name in sorted(BENCHES) if args.name == "all" else [args.name]:
             BENCHES[name](quick=args.quick)
     return 0
+
+
+PACKAGE = Path(__file__).resolve().parents[1]
+# OS errors about the user's files and disk: theirs to fix wherever they are raised.
+USERS_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+}
+
+
+def users_mistake(err: BaseException) -> bool:
+    """Return whether `err` is the user's to fix rather than a bug in mmlib: an MMLibError (each
+    names what to do), an OSError about their files or disk, or a ValueError or OSError that
+    mmlib's own code raised on purpose (a refused argument or file). The same ValueError from
+    deep inside torch, json or numpy is mmlib passing on something it should have checked."""
+    if isinstance(err, MMLibError):
+        return True
+    if isinstance(err, OSError) and err.errno in USERS_ERRNOS:
+        return True
+    if not isinstance(err, (ValueError, OSError)):
+        return False
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,14 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmlib: stopped (Ctrl-C); what was finished is kept.", file=sys.stderr)
         return 130
-    except (MMLibError, ValueError, OSError) as err:  # FileNotFoundError is an OSError
+    except Exception as err:
         if debug:
             traceback.print_exc()
-        print(f"mmlib {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a bug in mmlib, not the user's mistake
-        if debug:
-            traceback.print_exc()
+        if users_mistake(err):
+            print(f"mmlib {args.command}: error: {err}", file=sys.stderr)
+            return 2
         print(
             f"mmlib {args.command}: internal error ({type(err).__name__}: {err}). Run it again "
             f"with --debug to see where, and please report it.",

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mmlib.checkpoints import DamagedFileError, check_file
 from mmlib.env import MMLibError, cache_dir
+from mmlib.store.checkpoints import DamagedFileError, check_file
 
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
