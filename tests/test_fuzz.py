@@ -18,7 +18,8 @@ from PIL import Image
 from mmlib.clip import image_tensor
 from mmlib.generate import parse_prompt
 from mmlib.images import ImageLoadError, load_image
-from mmlib.search import db_key, parse_query, path_of
+from mmlib.search import parse_query
+from mmlib.store.image_index import db_key, path_of
 
 pytestmark = pytest.mark.fuzz
 FAST = settings(max_examples=1500, deadline=None, database=None)

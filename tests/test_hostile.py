@@ -18,6 +18,7 @@ from mmlib import search, toyworld, zoo
 from mmlib.clip import encode_images, image_tensor, load_clip
 from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
+from mmlib.store import image_index
 from mmlib.tools.cli import main
 from mmlib.zeroshot import build_classifier, classify
 
@@ -120,14 +121,14 @@ def test_a_file_that_could_not_be_read_is_retried_once_it_may_have_changed(
     locked = shape_png(root / "locked.png")
     index = ImageIndex(tmp_path / "idx", tiny_clip)
     if ROOT_USER:  # root reads chmod-000 files: make reading fail the way it does for a user
-        real = search.file_hash
+        real = image_index.file_hash
 
         def denied(path):
             if str(path).endswith("locked.png"):
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path)
 
-        monkeypatch.setattr(search, "file_hash", denied)
+        monkeypatch.setattr(image_index, "file_hash", denied)
     os.chmod(locked, 0)
     index.build(root, progress=False)
     assert "Permission denied" in dict(index.skipped())[str(locked)]

@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmlib import search, toyworld
+from mmlib import toyworld
 from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
 from mmlib.search import ImageIndex, ModelMismatchError, parse_query
+from mmlib.store import image_index
 from mmlib.tools.cli import main
 
 
@@ -108,10 +109,10 @@ def test_a_touched_file_is_fingerprinted_once_and_not_read_again(tiny_clip, tmp_
     later = time.time() + 5
     os.utime(sorted(root.iterdir())[0], (later, later))  # new times, the same bytes
     read, fingerprinted = [], []
-    real_hash, real_fingerprint = search.file_hash, search.fingerprint
-    monkeypatch.setattr(search, "file_hash", lambda p: read.append(p) or real_hash(p))
+    real_hash, real_fingerprint = image_index.file_hash, image_index.fingerprint
+    monkeypatch.setattr(image_index, "file_hash", lambda p: read.append(p) or real_hash(p))
     monkeypatch.setattr(
-        search, "fingerprint", lambda p: fingerprinted.append(p) or real_fingerprint(p)
+        image_index, "fingerprint", lambda p: fingerprinted.append(p) or real_fingerprint(p)
     )
     report = index.build(root, progress=False)
     # its fingerprint matches the stored one: unchanged, neither re-read whole nor reused
@@ -244,7 +245,7 @@ def test_a_build_killed_at_any_point_resumes_without_corruption_or_duplicates(ti
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     index = ImageIndex(idx, tiny_clip, batch_size=4)
-    assert index.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert index.store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     index.build(root, progress=False)
     assert len(index) == 120 and len(set(index.paths())) == 120
     clean = ImageIndex(tmp_path / "clean", tiny_clip, batch_size=4)
