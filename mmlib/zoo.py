@@ -41,7 +41,6 @@ from filelock import FileLock
 from open_clip.tokenizer import default_bpe
 
 from mmlib import __version__, dalle, generate, judge, recipes, toyworld, unclip
-from mmlib.clip import load_clip, register_model, save_clip
 from mmlib.contrastive import train_clip
 from mmlib.env import MMLibError, cache_dir, get_device
 from mmlib.images import SAMPLE_PHOTOS, sample_photos
@@ -52,6 +51,7 @@ from mmlib.store.checkpoints import (
     save_model_dir,
     state_dict_cpu,
 )
+from mmlib.store.clip_loading import load_clip, register_model, save_clip
 from mmlib.store.downloads import (
     FULL_CLIP,
     FULL_FILES,

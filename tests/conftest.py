@@ -24,6 +24,27 @@ def pytest_configure(config):
     apply_start_method()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Sampling runs thousands of tiny ops; on a busy 2-core machine two threads wait on each
+    other at every op (a 100x slow-down), one thread does not. A module that samples uses it
+    for all its tests: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny CLIPs' tokenizer (the token transformer reads captions with it)."""
+    from mmlib.zoo import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
 @pytest.fixture
 def tmp_home(tmp_path, monkeypatch):
     """A fresh, empty MMLIB_HOME for tests that must not touch the prepared one."""

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from mmlib import recipes, zoo
-from mmlib.clip import encode_images, encode_texts, load_clip, similarity
+from mmlib.clip import encode_images, encode_texts, similarity
+from mmlib.store.clip_loading import load_clip
 from mmlib.store.weights import WeightsNotFoundError
 from mmlib.toyworld import ShapesWorld, render_image
 

@@ -13,22 +13,9 @@ from mmlib.vqgan import VQGAN, decode_tokens
 from mmlib.vqgan_training import TINY_VQGAN
 from mmlib.zoo import tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = TransformerConfig(n_layer=2, n_head=2, n_embd=32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Sampling runs thousands of tiny ops; on a busy 2-core machine two threads wait on each
-    other at every op (a 100x slow-down), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

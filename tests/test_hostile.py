@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from mmlib import search, toyworld, zoo
-from mmlib.clip import encode_images, image_tensor, load_clip
+from mmlib.clip import encode_images, image_tensor
 from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
 from mmlib.store import image_index
+from mmlib.store.clip_loading import load_clip
 from mmlib.tools.cli import main
 from mmlib.zeroshot import build_classifier, classify
 

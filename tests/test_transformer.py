@@ -6,7 +6,8 @@ import torch
 from mmlib import toyworld
 from mmlib import transformer as tr
 from mmlib.dalle import build_text_vocab
-from mmlib.zoo import tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = tr.TransformerConfig(n_layer=2, n_head=2, n_embd=32)
 
@@ -15,21 +16,6 @@ def small_model(tokenizer, seed: int = 0) -> tr.TokenTransformer:
     torch.manual_seed(seed)
     config = tr.TransformerConfig(**{**SMALL.__dict__, "text_vocab": build_text_vocab(tokenizer)})
     return tr.TokenTransformer(config, tokenizer)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Sampling runs thousands of tiny ops; on a busy 2-core machine two threads wait on each
-    other at every op (a 100x slow-down), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from mmlib import zoo
-from mmlib.clip import encode_images, load_clip
+from mmlib.clip import encode_images
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.store.checkpoints import save_model_dir
+from mmlib.store.clip_loading import load_clip
 from mmlib.toyworld import ShapesWorld, render_image
 
 pytestmark = pytest.mark.workers

@@ -101,7 +101,7 @@ def test_the_prepared_tiny_clip_learned_the_shapes_world(tiny_clip):
 
 
 def test_train_clip_command_writes_a_loadable_model(tmp_path, capsys):
-    from mmlib.clip import load_clip
+    from mmlib.store.clip_loading import load_clip
 
     code = main(
         [

@@ -85,7 +85,8 @@ def write_bench_images(folder: Path, n: int, size: int = 224, seed: int = 0) -> 
 def _embed_child(variant: str, folder: str, n: int, model: str, batch_size: int) -> dict:
     import torch
 
-    from mmlib.clip import encode_images, input_size, load_clip
+    from mmlib.clip import encode_images, input_size
+    from mmlib.store.clip_loading import load_clip
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     m, preprocess, _ = load_clip(model, device="cpu")
@@ -335,9 +336,10 @@ def _bench_indexing(n: int) -> dict:
 
 def _indexing_child(n: int) -> dict:
     from mmlib import toyworld
-    from mmlib.clip import encode_images, load_clip
+    from mmlib.clip import encode_images
     from mmlib.images import scan_images
     from mmlib.search import ImageIndex
+    from mmlib.store.clip_loading import load_clip
 
     clip = load_clip("mmlib:tiny-clip", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
