@@ -71,7 +71,7 @@ def grammar_words() -> list[str]:
     words = set(GRAMMAR_WORDS) | set(toyworld.COLOUR_NAMES) | set(toyworld.SIZES)
     words |= set(toyworld.COUNT_WORDS.values())
     words |= {w for relation in toyworld.RELATIONS for w in relation.split()}
-    words |= {s for shape in toyworld.SHAPES for s in (shape, toyworld._plural(shape))}
+    words |= toyworld.shape_words()
     return sorted(words)
 
 

@@ -181,6 +181,11 @@ def _plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("s") else "s")
 
 
+def shape_words() -> set[str]:
+    """Return every word a caption can name a shape with: each shape and its plural."""
+    return {word for shape in SHAPES for word in (shape, _plural(shape))}
+
+
 def sample_scene(
     seed: int,
     index: int,

@@ -148,9 +148,7 @@ def text_embeddings(clip, captions: str | Sequence[str]) -> torch.Tensor:
     """Return the CLIP's normalised text embeddings (N, D) of captions, each of which must name
     a shape or a colour of the shapes world (else a ValueError says which and what it knows)."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    things = set(toyworld.COLOUR_NAMES) | {
-        s for shape in toyworld.SHAPES for s in (shape, toyworld._plural(shape))
-    }
+    things = set(toyworld.COLOUR_NAMES) | toyworld.shape_words()
     for caption in captions:
         if not isinstance(caption, str) or not set(re.findall(r"[a-z]+", caption.lower())) & things:
             raise ValueError(

@@ -197,10 +197,8 @@ def tiny_clip_dir(
 
 
 def _clip_folder(name: str, home=None, train: bool = True) -> Path:
-    if name not in recipes.TINY_MODELS:
-        raise ValueError(f"name={name!r} is not a tiny model; known: {list(recipes.TINY_MODELS)}")
-    spec = recipes.TINY_MODELS[name]
-    parts = {**asdict(spec), "training": recipe(recipes.tiny_train_config(name)), "trained": train}
+    training = recipe(recipes.tiny_train_config(name))  # refuses a name that is no tiny model
+    parts = {**asdict(recipes.TINY_MODELS[name]), "training": training, "trained": train}
     return cache_dir(home) / "models" / model_key(name, recipes.TINY_CLIP_CONFIG, **parts)
 
 
