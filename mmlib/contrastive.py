@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from mmlib import toyworld
+from mmlib import toyworld, world_data
 from mmlib.clip import tensor_transform
 from mmlib.env import autocast, get_device
 from mmlib.store.checkpoints import save_checkpoint
@@ -165,7 +165,7 @@ class ShapesBatches(IterableDataset):
             )
         self.config, self.tokenizer, self.normalize = config, tokenizer, normalize
         self.start, self.rank, self.world = start, rank, world
-        self.world_data = toyworld.ShapesWorld(
+        self.world_data = world_data.ShapesWorld(
             config.steps * config.batch_size, config.seed, config.split
         )
 

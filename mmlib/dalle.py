@@ -11,38 +11,20 @@ them. DALL-E drew 512 pictures per caption and kept the ones CLIP liked best: `r
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
-from tqdm.auto import tqdm
 
 from mmlib import judge, toyworld
 from mmlib.clip import as_clips, clip_scores
-from mmlib.env import get_device
-from mmlib.store.checkpoints import save_checkpoint
-from mmlib.training import (
-    History,
-    bars_on,
-    check_finite,
-    cosine_lr,
-    due,
-    progress_bar,
-    recipe,
-    resume,
-    set_lr,
-)
 from mmlib.transformer import (
     TokenTransformer,
     TransformerConfig,
-    empty_caption,
-    next_token_loss,
     sample,
 )
-from mmlib.vqgan import decode_tokens, image_tokens
+from mmlib.vqgan import decode_tokens
 
 # ---------------------------------------------------------------------------------------------
 # Text tokens: CLIP's BPE, mapped to the few ids the shapes world uses
@@ -94,150 +76,8 @@ def new_model(tokenizer, config: TransformerConfig | None = None) -> TokenTransf
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: captions and token grids of shapes-world scenes
+# Drawing: the picture as its tokens arrive (how it is trained: `mmlib.dalle_training`)
 # ---------------------------------------------------------------------------------------------
-
-
-def scene_data(
-    model: TokenTransformer,
-    vqgan,
-    n: int,
-    seed: int = 0,
-    split: str = "heldout",
-    progress: bool = False,
-    object_size: str | None = None,
-    background: str = "gradient",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (text ids (n, text_len), image tokens (n, 64)) of n single-object scenes.
-
-    With split="heldout" no HELD_OUT_PAIRS appear: the held-out measurement relies on it.
-    `object_size` and `background` pick a simpler world (`toyworld.sample_scene`).
-    A pure function of its arguments, so callers may cache the two tensors.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    scenes = [
-        toyworld.sample_scene(
-            seed, i, split, "single", object_size=object_size, background=background
-        )
-        for i in range(n)
-    ]
-    text = model.encode_captions([s.caption for s in scenes])
-    chunks = []
-    batches = range(0, n, 1024)
-    for i in tqdm(batches, desc="encode scenes", disable=not bars_on(progress), leave=False):
-        images = torch.stack([toyworld.to_tensor(toyworld.render(s)) for s in scenes[i : i + 1024]])
-        chunks.append(image_tokens(vqgan, images))
-    return text, torch.cat(chunks)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DalleTrainConfig:
-    """Everything that decides a training run besides the model's size."""
-
-    steps: int = 2500
-    batch_size: int = 32
-    lr: float = 6e-3
-    warmup: int = 50
-    weight_decay: float = 0.01
-    n_scenes: int = 24000  # distinct training scenes, encoded once (batches cycle through them)
-    p_uncond: float = 0.1  # captions dropped to [SOT, EOT]: teaches p(image) for `guidance`
-    seed: int = 0
-    split: str = "heldout"
-    # The world it learns: one large object on a plain grey background. With ~5 CPU minutes of
-    # training, the full world's small shapes and gradient backgrounds leave it drawing blobs
-    # (notebook 06 shows the measurements); None / "gradient" train on the full world.
-    object_size: str | None = "large"
-    background: str = "plain"
-    checkpoint_every: int = 250
-    log_every: int = 10
-
-
-def train_dalle(
-    config: TransformerConfig | None,
-    train_config: DalleTrainConfig | None,
-    vqgan,
-    tokenizer,
-    progress: bool = True,
-    folder: str | Path | None = None,
-    data: tuple[torch.Tensor, torch.Tensor] | None = None,
-    device=None,
-) -> tuple[TokenTransformer, History]:
-    """Train a TokenTransformer on shapes-world scenes; return (model in eval mode, History).
-
-    AdamW with warm-up and cosine decay; each step a random batch of the encoded scenes.
-    With `folder`, checkpoints go there and a run resumes the last one. `data` = the
-    (text ids, image tokens) of `scene_data`, when the caller has them cached.
-    """
-    tc = train_config or DalleTrainConfig()
-    if tc.steps < 1 or tc.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
-    if vqgan is None and data is None:
-        raise ValueError("give the VQGAN that turns pictures into tokens (or `data`)")
-    dev = get_device(device)
-    torch.manual_seed(tc.seed)
-    model = new_model(tokenizer, config).train()
-    tick = time.perf_counter()
-    text, image = (
-        data
-        if data is not None
-        else scene_data(
-            model, vqgan, tc.n_scenes, tc.seed, tc.split, progress, tc.object_size, tc.background
-        )
-    )
-    data_seconds = time.perf_counter() - tick
-    text, image = text.to(dev), image.to(dev)
-    model.to(dev)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=tc.lr,
-        betas=(0.9, 0.95),
-    )
-    saved = json.loads(json.dumps({"model": asdict(model.config), "train": recipe(tc)}))
-    start, history = resume(folder, model, optimizer, saved)
-    gen = torch.Generator().manual_seed(tc.seed)
-    seconds = history.last("seconds", 0.0)
-    bar = progress_bar(start, tc.steps, "train DALL-E", progress)
-    for step in bar:
-        tick = time.perf_counter()
-        # batch `step` is the same whether or not the run was resumed
-        rows = torch.randint(len(text), (tc.batch_size,), generator=gen.manual_seed(tc.seed + step))
-        lr = set_lr(optimizer, cosine_lr(step, tc.steps, tc.warmup, tc.lr, min_ratio=0.05))
-        drop = torch.rand(tc.batch_size, generator=gen) < tc.p_uncond
-        rows, drop = rows.to(dev), drop.to(dev)
-        text_batch = text[rows].clone()
-        text_batch[drop] = empty_caption(model.config.text_len).to(dev)
-        losses = next_token_loss(model, text_batch, image[rows])
-        check_finite(losses["loss"], step, folder)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        seconds += time.perf_counter() - tick
-        if due(step, tc.log_every, tc.steps, first=True):
-            history.log(
-                step,
-                loss=losses["loss"],
-                text_loss=losses["text"],
-                image_loss=losses["image"],
-                lr=lr,
-                seconds=seconds,
-                data_seconds=data_seconds,
-            )
-            bar.set_postfix(
-                image=f"{losses['image'].item():.3f}", text=f"{losses['text'].item():.3f}"
-            )
-        if folder is not None and due(step, tc.checkpoint_every, tc.steps):
-            save_checkpoint(folder, model, optimizer, step + 1, saved, history)
-    bar.close()
-    return model.eval(), history
 
 
 @torch.no_grad()
@@ -367,12 +207,9 @@ def evaluate_dalle(
     return result
 
 
-JUDGE_NAMES = {"judge_clip": "judge CLIP", "classifier": "classifier"}
-
-
 def _by_judge(fractions_by_judge: dict, group: str) -> dict[str, float]:
     # {"judge_clip": {"seen": .., "heldout": .., "all": ..}, ...} -> {"judge CLIP": .., ...}
-    return {JUDGE_NAMES[j]: fractions[group] for j, fractions in fractions_by_judge.items()}
+    return {judge.JUDGE_NAMES[j]: fractions[group] for j, fractions in fractions_by_judge.items()}
 
 
 def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str, float]]:
@@ -392,10 +229,10 @@ def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str,
                 rows[f"{label}\n{group}"] = _by_judge(ev[way], group)
         if vqgan_clip is not None:
             rows[f"VQGAN+CLIP\n{group}"] = {
-                JUDGE_NAMES[j]: judge.fractions_by_split(
+                judge.JUDGE_NAMES[j]: judge.fractions_by_split(
                     vqgan_clip[j]["correct"], vqgan_clip["pairs"]
                 )[group]
-                for j in JUDGE_NAMES
+                for j in judge.JUDGE_NAMES
             }
     return rows
 
@@ -427,21 +264,3 @@ def compare_rows(
             label = WAY_NAMES[way].replace("best of n", f"best of {ev.get('n', 'n')}")
             rows[f"{name}\n{label}"] = _by_judge(ev[way], group)
     return rows
-
-
-def attribute_fractions(
-    verdicts: dict, targets: Sequence[tuple[str, str]]
-) -> dict[str, dict[str, float]]:
-    """Return, per judge, the fractions of pictures whose shape, whose colour, and whose both
-    are the target's, from `judge.judge`'s verdicts: which of the two a generator gets wrong."""
-    out = {}
-    for name, v in verdicts.items():
-        if len(v["predictions"]) != len(targets) or not targets:
-            raise ValueError(f"{len(v['predictions'])} verdicts for {len(targets)} targets")
-        pairs = list(zip(v["predictions"], targets, strict=True))
-        out[name] = {
-            "shape": sum(p[0] == t[0] for p, t in pairs) / len(pairs),
-            "colour": sum(p[1] == t[1] for p, t in pairs) / len(pairs),
-            "both": sum(tuple(p) == tuple(t) for p, t in pairs) / len(pairs),
-        }
-    return out

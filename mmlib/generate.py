@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,82 +24,17 @@ from torchvision.ops import roi_align
 from mmlib.clip import (
     as_clips,
     clip_scores,
-    encode_images,
-    encode_texts,
     input_size,
     tensor_transform,
 )
-from mmlib.env import MMLibError, get_device, to_device
-from mmlib.images import load_image
+from mmlib.env import get_device, to_device
+from mmlib.images import check_output_paths, write_via_tmp
 from mmlib.judge import benchmark_prompt, judge
+from mmlib.prompts import Prompt, embed_prompts, parse_prompt, prompt_sets
 from mmlib.training import frozen, progress_bar, set_lr
 from mmlib.vqgan import from_model_range, to_model_range
 
 log = logging.getLogger(__name__)
-
-_NUMBERISH = re.compile(r"\s*([-+]?(inf|infinity|nan)|[-+0-9.eE]*[0-9][-+0-9.eE]*)\s*", re.I)
-VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi")
-
-
-class GenerationStopped(MMLibError):
-    """The optimisation stopped (NaN/inf, or asked to); the last good image is kept."""
-
-
-@dataclass
-class Prompt:
-    """One prompt: a text or an image, with a weight (negative steers away) and a stop distance
-    below which it stops pulling."""
-
-    text: str | None = None
-    image: object = None
-    weight: float = 1.0
-    stop: float = float("-inf")
-    source: str | None = None  # where an image prompt came from (a path), for the PNG metadata
-
-    def spec(self) -> str:
-        """Return the prompt as `text:weight:stop` (an image as `[image path]:weight:stop`)."""
-        what = self.text if self.text is not None else f"[image {self.source or '(in memory)'}]"
-        stop = "" if self.stop == float("-inf") else f":{self.stop:g}"
-        return f"{what}:{self.weight:g}{stop}"
-
-
-def parse_prompt(spec: str | Prompt) -> Prompt:
-    """Return the Prompt of "text:weight:stop" (weight and stop optional).
-
-    Only trailing parts that look like numbers are read as weight and stop, so colons inside
-    the text ("a poster: a red star") are kept; a trailing part like "1.2.3" is an error.
-    """
-    if isinstance(spec, Prompt):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a prompt must be a non-empty string, got {spec!r}")
-    pieces, numbers = spec.split(":"), []
-    while len(pieces) > 1 and len(numbers) < 2 and _NUMBERISH.fullmatch(pieces[-1]):
-        raw = pieces.pop()
-        try:
-            numbers.insert(0, float(raw))
-        except ValueError:
-            raise ValueError(
-                f"{raw.strip()!r} in prompt {spec!r} is not a number "
-                f"(the form is 'text:weight:stop')"
-            ) from None
-    if len(pieces) > 1 and _NUMBERISH.fullmatch(pieces[-1]):
-        raise ValueError(
-            f"prompt {spec!r} ends in more than two numbers; the form is 'text:weight:stop'"
-        )
-    text = ":".join(pieces).strip()
-    if not text:
-        raise ValueError(f"prompt {spec!r} has a weight but no text")
-    weight = numbers[0] if numbers else 1.0
-    stop = numbers[1] if len(numbers) > 1 else float("-inf")
-    if not math.isfinite(weight) or weight == 0:
-        raise ValueError(
-            f"the weight in prompt {spec!r} is {weight}; give a finite number other than 0 "
-            f"(negative steers away)"
-        )
-    if math.isnan(stop) or stop == float("inf"):
-        raise ValueError(f"the stop in prompt {spec!r} is {stop}; give a finite number")
-    return Prompt(text=text, weight=weight, stop=stop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,54 +184,6 @@ class Generation:
     stopped: str | None = None
 
 
-def _as_prompt_sets(prompts) -> list[list[Prompt]]:
-    if isinstance(prompts, (str, Prompt)):
-        prompts = [prompts]
-    if not prompts:
-        raise ValueError("prompts is empty: give at least one prompt")
-    sets = [
-        [parse_prompt(p)] if isinstance(p, (str, Prompt)) else [parse_prompt(q) for q in p]
-        for p in prompts
-    ]
-    if any(not s for s in sets):
-        raise ValueError("every picture needs at least one prompt")
-    return sets
-
-
-def image_prompt(spec: str) -> Prompt:
-    """Return the image Prompt of "path" or "path:weight:stop", the picture loaded and checked
-    now (a missing file or one that is not an image fails here, before any model work)."""
-    parsed = parse_prompt(spec)
-    image = load_image(parsed.text)
-    return Prompt(image=image, weight=parsed.weight, stop=parsed.stop, source=parsed.text)
-
-
-def _embed_prompts(sets, clips, device) -> list[list[list[torch.Tensor]]]:
-    out = []
-    for prompts in sets:
-        per_prompt = []
-        for p in prompts:
-            per_model = []
-            for model, preprocess, tokenizer in clips:
-                if p.text is not None:
-                    per_model.append(
-                        encode_texts(model, tokenizer, [p.text], device=device, progress=False)[
-                            0
-                        ].to(device)
-                    )
-                elif p.image is not None:
-                    per_model.append(
-                        encode_images(model, preprocess, [p.image], device=device, progress=False)[
-                            0
-                        ].to(device)
-                    )
-                else:
-                    raise ValueError("a Prompt needs a text or an image")
-            per_prompt.append(per_model)
-        out.append(per_prompt)
-    return out
-
-
 def round_size(size: int, factor: int) -> int:
     """Return `size` rounded to a multiple of the VQGAN's factor (at least one token)."""
     if size < 1:
@@ -328,7 +213,7 @@ def generate(
     pictures on the same device, torch version and thread count.
     """
     config = config or GenerateConfig()
-    sets = _as_prompt_sets(prompts)
+    sets = prompt_sets(prompts)
     dev = get_device(device)  # one device for the whole call: the models are moved to it
     clips = [(to_device(m, dev, "CLIP"), pre, tok) for m, pre, tok in as_clips(clips)]
     size = round_size(config.size, vqgan.factor)
@@ -343,28 +228,10 @@ def generate(
     vqgan = to_device(vqgan, dev, "VQGAN").eval()
     # only the latent learns: no gradient is spent on the VQGAN's or the CLIPs' weights
     with frozen(vqgan, *(model for model, _, _ in clips)):
-        targets = _embed_prompts(sets, clips, dev)
-        b, grid = len(sets), size // vqgan.factor
+        targets = embed_prompts(sets, clips, dev)
+        b = len(sets)
         lo, hi = (t.to(dev) for t in vqgan.codebook_box())
-        if config.init == "image" or init_image is not None:
-            if not isinstance(init_image, torch.Tensor) or init_image.ndim != 3:
-                raise ValueError("init='image' needs init_image, a (3, H, W) tensor in [0, 1]")
-            img = F.interpolate(
-                init_image[None].float(),
-                size=(size, size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            ).expand(b, -1, -1, -1)
-            with torch.no_grad():
-                z0 = vqgan.encode_latent(to_model_range(img.to(dev)))
-        elif config.init == "noise":
-            z0 = lo + (hi - lo) * torch.rand(b, vqgan.embed_dim, grid, grid, generator=gen).to(dev)
-        elif config.init == "tokens":
-            idx = torch.randint(0, vqgan.n_embed, (b, grid, grid), generator=gen).to(dev)
-            z0 = vqgan.quantize.lookup(idx)
-        else:
-            raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
+        z0 = initial_latent(vqgan, config, b, size, init_image, gen, dev)
         z = z0.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=config.lr)
         if cutouts is None:
@@ -386,14 +253,7 @@ def generate(
                     f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
                     f"{config.cutn} per picture, {b * config.cutn} in all"
                 )
-            loss = images.new_zeros(())
-            for (model, _, _), normalize, m in zip(
-                clips, normalizers, range(len(clips)), strict=True
-            ):
-                embeds = model.encode_image(normalize(crops)).view(b, config.cutn, -1)
-                for i, prompts_i in enumerate(sets):
-                    for p, target in zip(prompts_i, targets[i], strict=True):
-                        loss = loss + prompt_loss(embeds[i], target[m], p.weight, p.stop)
+            loss = clip_loss(clips, normalizers, crops, sets, targets)
             if config.init_weight:
                 loss = loss + config.init_weight * F.mse_loss(z, z0)
             if config.smoothness:
@@ -423,6 +283,46 @@ def generate(
     return result
 
 
+def initial_latent(vqgan, config: GenerateConfig, b: int, size: int, init_image, gen, dev):
+    """Return the latent (b, C, size / factor, size / factor) the walk starts from: the VQGAN's
+    encoding of `init_image`, uniform noise in the codebook's box, or random codebook entries."""
+    grid = size // vqgan.factor
+    lo, hi = (t.to(dev) for t in vqgan.codebook_box())
+    if config.init == "image" or init_image is not None:
+        if not isinstance(init_image, torch.Tensor) or init_image.ndim != 3:
+            raise ValueError("init='image' needs init_image, a (3, H, W) tensor in [0, 1]")
+        img = F.interpolate(
+            init_image[None].float(),
+            size=(size, size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        ).expand(b, -1, -1, -1)
+        with torch.no_grad():
+            z0 = vqgan.encode_latent(to_model_range(img.to(dev)))
+    elif config.init == "noise":
+        z0 = lo + (hi - lo) * torch.rand(b, vqgan.embed_dim, grid, grid, generator=gen).to(dev)
+    elif config.init == "tokens":
+        idx = torch.randint(0, vqgan.n_embed, (b, grid, grid), generator=gen).to(dev)
+        z0 = vqgan.quantize.lookup(idx)
+    else:
+        raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
+    return z0
+
+
+def clip_loss(clips, normalizers, crops: torch.Tensor, sets, targets) -> torch.Tensor:
+    """Return the prompts' loss summed over CLIPs: each CLIP embeds every crop, and each prompt
+    of a picture adds its `prompt_loss` over that picture's crops (crops are picture-major)."""
+    b = len(sets)
+    loss = crops.new_zeros(())
+    for m, ((model, _, _), normalize) in enumerate(zip(clips, normalizers, strict=True)):
+        embeds = model.encode_image(normalize(crops)).view(b, len(crops) // b, -1)
+        for i, prompts_i in enumerate(sets):
+            for p, target in zip(prompts_i, targets[i], strict=True):
+                loss = loss + prompt_loss(embeds[i], target[m], p.weight, p.stop)
+    return loss
+
+
 def default_cutouts(config: GenerateConfig, model: torch.nn.Module) -> Cutouts:
     """Return the Cutouts `generate` makes when it is given none: `config.cutn` crops per picture
     at the input size of CLIP `model` (the first CLIP), the augmentations `config.augment` allows.
@@ -440,38 +340,6 @@ def default_cutouts(config: GenerateConfig, model: torch.nn.Module) -> Cutouts:
 def from_model_range_raw(images: torch.Tensor) -> torch.Tensor:
     """Map VQGAN output to [0, 1] without clamping (the clamp with gradient comes after)."""
     return (images + 1) / 2
-
-
-def check_output_paths(png: str | os.PathLike, video: str | os.PathLike | None = None) -> None:
-    """Raise a ValueError or FileNotFoundError now, before any model work, when the picture or
-    the video cannot be written where asked: a missing or read-only folder, a picture not named
-    .png, a video suffix that is neither GIF nor a video format imageio-ffmpeg writes."""
-    targets = [(Path(png), (".png",), "picture")]
-    if video is not None:
-        targets.append((Path(video), VIDEO_SUFFIXES, "video"))
-    for path, suffixes, what in targets:
-        if path.suffix.lower() not in suffixes:
-            raise ValueError(f"the {what} {str(path)!r} must end in one of {list(suffixes)}")
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"the folder of the {what} {str(path)!r} does not exist; create it first"
-            )
-        if not os.access(folder, os.W_OK):
-            raise PermissionError(f"cannot write the {what} into {str(folder)!r} (not writable)")
-        if path.is_dir():
-            raise ValueError(f"the {what} {str(path)!r} is a folder; give a file name")
-
-
-def _write_via_tmp(path: Path, write) -> Path:
-    """Call write(tmp) on a temporary file beside `path`, then rename it: no half-written file."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def save_png(image: torch.Tensor, path: str | Path, prompts, config: GenerateConfig) -> Path:
@@ -496,38 +364,9 @@ def save_png(image: torch.Tensor, path: str | Path, prompts, config: GenerateCon
             ]
         ),
     )
-    return _write_via_tmp(
+    return write_via_tmp(
         Path(path), lambda tmp: Image.fromarray(arr).save(tmp, format="PNG", pnginfo=meta)
     )
-
-
-def save_video(
-    frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, scale: int = 4
-) -> Path:
-    """Write frames (each (3, H, W) in [0, 1]) as a GIF or MP4 (by suffix), enlarged `scale` times."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"the video {str(path)!r} must end in one of {list(VIDEO_SUFFIXES)}")
-    if not frames:
-        raise ValueError("no frames: generate with frames_every > 0")
-    arrs = np.stack(
-        [
-            (
-                F.interpolate(f[None], scale_factor=scale, mode="nearest")[0]
-                .clamp(0, 1)
-                .permute(1, 2, 0)
-                .numpy()
-                * 255
-            ).astype(np.uint8)
-            for f in frames
-        ]
-    )
-    if path.suffix.lower() == ".gif":
-        return _write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, duration=1000 / fps, loop=0))
-    return _write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, fps=fps))
 
 
 def run_benchmark(
@@ -574,37 +413,3 @@ def run_benchmark(
         "best_of": best_of,
         **verdicts,
     }
-
-
-class Pixels(torch.nn.Module):
-    """A stand-in for the VQGAN in `generate` that generates nothing: the latent *is* the picture,
-    (B, 3, size, size) in [0, 1], with no codebook and no decoder (`factor` 1, the box [0, 1]).
-
-    `generate(prompts, Pixels(), clips, GenerateConfig(init="noise", ...))` then runs the same
-    loop, cutouts, losses, steps and learning rates on raw pixels: what CLIP alone asks for when
-    it may set every pixel (notebook 05's control experiment). `init="image"` starts from a
-    picture; `init="tokens"` has no codebook to draw from and is refused.
-    """
-
-    factor = 1
-    embed_dim = 3
-
-    @property
-    def n_embed(self) -> int:
-        raise ValueError("Pixels has no codebook to draw tokens from: use init='noise' or 'image'")
-
-    def codebook_box(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the box the latent stays in: [0, 1] for every colour channel."""
-        return torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
-
-    def vector_quantize(self, z: torch.Tensor) -> torch.Tensor:
-        """Return z unchanged: there is no codebook to snap to."""
-        return z
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Return the picture z (in [0, 1]) in the [-1, 1] range a VQGAN's decoder gives."""
-        return to_model_range(z)
-
-    def encode_latent(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the latent of images in [-1, 1]: the pictures themselves, in [0, 1]."""
-        return (images + 1) / 2

@@ -1,16 +1,22 @@
 """Robust image loading: scanning folders without tripping over what is in them, RGB conversion,
-EXIF orientation, bounded decoding, clear errors naming the file."""
+EXIF orientation, bounded decoding, clear errors naming the file; and writing pictures and
+videos, checked before the work and never half-written."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -214,3 +220,60 @@ def sample_photos(names=None) -> dict[str, Image.Image]:
             arr = (~arr * 255).astype(np.uint8)
         photos[name] = to_rgb(Image.fromarray(arr))
     return photos
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing pictures and videos: checked before the work, never half-written
+# ---------------------------------------------------------------------------------------------
+
+VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi")
+
+
+def check_output_paths(png: str | os.PathLike, video: str | os.PathLike | None = None) -> None:
+    """Raise a ValueError or FileNotFoundError now, before any model work, when the picture or
+    the video cannot be written where asked: a missing or read-only folder, a picture not named
+    .png, a video suffix that is neither GIF nor a video format imageio-ffmpeg writes."""
+    targets = [(Path(png), (".png",), "picture")]
+    if video is not None:
+        targets.append((Path(video), VIDEO_SUFFIXES, "video"))
+    for path, suffixes, what in targets:
+        if path.suffix.lower() not in suffixes:
+            raise ValueError(f"the {what} {str(path)!r} must end in one of {list(suffixes)}")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"the folder of the {what} {str(path)!r} does not exist; create it first"
+            )
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"cannot write the {what} into {str(folder)!r} (not writable)")
+        if path.is_dir():
+            raise ValueError(f"the {what} {str(path)!r} is a folder; give a file name")
+
+
+def write_via_tmp(path: Path, write) -> Path:
+    """Call write(tmp) on a temporary file beside `path`, then rename it: no half-written file."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_video(
+    frames: Sequence[torch.Tensor], path: str | Path, fps: int = 10, scale: int = 4
+) -> Path:
+    """Write frames (each (3, H, W) in [0, 1]) as a GIF or MP4 (by suffix), enlarged `scale` times."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"the video {str(path)!r} must end in one of {list(VIDEO_SUFFIXES)}")
+    if not frames:
+        raise ValueError("no frames: generate with frames_every > 0")
+    pictures = [(f.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8) for f in frames]
+    arrs = np.stack([p.repeat(scale, axis=0).repeat(scale, axis=1) for p in pictures])  # nearest
+    if path.suffix.lower() == ".gif":
+        return write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, duration=1000 / fps, loop=0))
+    return write_via_tmp(path, lambda tmp: iio.imwrite(tmp, arrs, fps=fps))

@@ -17,11 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmlib import toyworld
+from mmlib import toyworld, world_data
 from mmlib.clip import encode_images
 from mmlib.env import get_device
 from mmlib.training import History, check_finite, cosine_lr, due, progress_bar, set_lr
 from mmlib.zeroshot import SHAPES_TEMPLATES, build_classifier
+
+# What the course calls each judge, by its key in `judge` verdicts.
+JUDGE_NAMES = {"judge_clip": "judge CLIP", "classifier": "classifier"}
 
 
 class ShapeColourNet(nn.Module):
@@ -134,7 +137,7 @@ def classify(model: ShapeColourNet, images: torch.Tensor) -> list[tuple[str, str
 
 def classifier_accuracy(model: ShapeColourNet, per_pair: int = 10, seed: int = 2468) -> float:
     """Return the fraction of fresh renders (all 48 pairs) whose shape and colour are both right."""
-    data = toyworld.PairImages(per_pair=per_pair, seed=seed)
+    data = world_data.PairImages(per_pair=per_pair, seed=seed)
     images = torch.stack([data[i][0] for i in range(len(data))])
     truth = [data.pairs[i // per_pair] for i in range(len(data))]
     return sum(p == t for p, t in zip(classify(model, images), truth, strict=True)) / len(truth)
@@ -206,3 +209,21 @@ def judge(images: torch.Tensor, targets: list[tuple[str, str]], judge_clip, clas
             "fraction": sum(correct) / len(correct),
         }
     return result
+
+
+def attribute_fractions(
+    verdicts: dict, targets: Sequence[tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Return, per judge, the fractions of pictures whose shape, whose colour, and whose both
+    are the target's, from `judge.judge`'s verdicts: which of the two a generator gets wrong."""
+    out = {}
+    for name, v in verdicts.items():
+        if len(v["predictions"]) != len(targets) or not targets:
+            raise ValueError(f"{len(v['predictions'])} verdicts for {len(targets)} targets")
+        pairs = list(zip(v["predictions"], targets, strict=True))
+        out[name] = {
+            "shape": sum(p[0] == t[0] for p, t in pairs) / len(pairs),
+            "colour": sum(p[1] == t[1] for p, t in pairs) / len(pairs),
+            "both": sum(tuple(p) == tuple(t) for p, t in pairs) / len(pairs),
+        }
+    return out

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mmlib import dalle, generate, judge, unclip
+from mmlib import dalle, dalle_training, generate, judge, unclip
 from mmlib.contrastive import ClipTrainConfig
 from mmlib.diffusion import DenoiserConfig, UNetConfig
 from mmlib.transformer import TransformerConfig
+from mmlib.unclip_training import DecoderTrainConfig, PriorTrainConfig
 from mmlib.vqgan_training import TINY_VQGAN, VQGANTrainConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -140,9 +141,9 @@ def token_model() -> TransformerConfig:
     return TransformerConfig()
 
 
-def token_model_training() -> dalle.DalleTrainConfig:
+def token_model_training() -> dalle_training.DalleTrainConfig:
     """Return how the token transformer is trained (and on which world)."""
-    return dalle.DalleTrainConfig()
+    return dalle_training.DalleTrainConfig()
 
 
 TOKEN_SAMPLING = dalle.SAMPLING  # how the course samples it: guidance, top-k, temperature
@@ -169,10 +170,10 @@ def unclip_network(name: str) -> DenoiserConfig | UNetConfig:
     raise ValueError(f"name={name!r}; choose from {list(UNCLIP_MODELS)}")
 
 
-def unclip_training(name: str) -> unclip.PriorTrainConfig | unclip.DecoderTrainConfig:
+def unclip_training(name: str) -> PriorTrainConfig | DecoderTrainConfig:
     """Return how unCLIP's model `name` is trained."""
     if name == "unclip-prior":
-        return unclip.PriorTrainConfig()
+        return PriorTrainConfig()
     if name == "unclip-decoder":
-        return unclip.DecoderTrainConfig()
+        return DecoderTrainConfig()
     raise ValueError(f"name={name!r}; choose from {list(UNCLIP_MODELS)}")

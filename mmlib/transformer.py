@@ -312,7 +312,7 @@ def sample(
     The 64 tokens are drawn one at a time in raster order, each from the model's distribution
     given the caption and the tokens before it (divided by `temperature`, cut by `top_k` and
     `top_p`). The same seed and batch_size give the same tokens. Since sampling only appends,
-    `tokens[:, :j]` is the picture after j steps: `decode_partial` shows it.
+    `tokens[:, :j]` is the picture after j steps: `dalle.decode_partial` shows it.
 
     `guidance` > 1 is classifier-free guidance (later than DALL-E 1: GLIDE, Parti): logits
     uncond + guidance * (cond - uncond), with uncond the logits for the empty caption; it

@@ -15,52 +15,34 @@ Both drop their condition (to zeros) `p_uncond` of the time, which classifier-fr
 needs. The paper's comparison (Sec. 5.1) is `evaluate_unclip`: the decoder fed the prior's
 embedding, the caption's text embedding directly, a zero embedding, or the true image embedding
 of a render (the oracle), judged by the course's two judges. Both models learn the world the
-token model of notebook 06 learns (`dalle.DalleTrainConfig`: one large object on plain grey),
-from held-out-split scenes only, so the held-out pairs measure composition.
+token model of notebook 06 learns (`dalle_training.DalleTrainConfig`: one large object on plain grey),
+from held-out-split scenes only, so the held-out pairs measure composition; how they train is
+`mmlib.unclip_training`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import re
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from mmlib import judge, toyworld
 from mmlib.clip import encode_images, encode_texts
-from mmlib.dalle import DalleTrainConfig, grammar_words
+from mmlib.dalle import grammar_words
+from mmlib.dalle_training import DalleTrainConfig
 from mmlib.diffusion import (
-    DenoiserConfig,
     UNet,
     UNetConfig,
     VectorDenoiser,
     check_guidance,
     cosine_schedule,
     ddim_sample,
-    diffusion_loss,
 )
-from mmlib.env import get_device
-from mmlib.store.checkpoints import save_checkpoint
-from mmlib.training import (
-    History,
-    bars_on,
-    check_finite,
-    cosine_lr,
-    due,
-    progress_bar,
-    recipe,
-    resume,
-    set_lr,
-)
-from mmlib.vqgan import from_model_range, to_model_range
+from mmlib.vqgan import from_model_range
 
 # The world both models learn: the token model's (notebook 06), so the two compare.
 WORLD = {"object_size": DalleTrainConfig.object_size, "background": DalleTrainConfig.background}
@@ -79,7 +61,7 @@ LATENT_CLIP = 4.0  # DDIM's x0 estimate of the standardised latents is kept with
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: captions, CLIP embeddings and VQGAN latents of shapes-world scenes
+# The world's scenes, their pictures, and captions as CLIP embeddings
 # ---------------------------------------------------------------------------------------------
 
 
@@ -104,44 +86,6 @@ def pair_renders(pairs: Sequence[tuple[str, str]], n: int, seed: int = 0) -> tor
         for k in range(n)
     ]
     return render(scenes)
-
-
-@torch.no_grad()
-def vqgan_latents(vqgan, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Return the VQGAN's quantised latents (N, C, h, w) of pictures in [0, 1]: what its decoder
-    reads, and what unCLIP's decoder learns to draw."""
-    dev = next(vqgan.parameters()).device
-    out = [
-        vqgan.encode(to_model_range(images[i : i + batch_size].to(dev)))[0].cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
-
-
-def scene_data(
-    clip, n: int, seed: int = 0, split: str = "heldout", vqgan=None, progress: bool = False
-) -> dict[str, torch.Tensor | list[str]]:
-    """Return {"captions", "text" (N, D), "image" (N, D)} for n scenes of WORLD: the captions
-    and the CLIP's normalised embeddings of them and of their pictures; with `vqgan`, also
-    "latents" (N, C, 8, 8). A pure function of its arguments."""
-    model, _, tokenizer = clip
-    scenes = world_scenes(n, seed, split)
-    captions = [s.caption for s in scenes]
-    image, latents = [], []
-    show = bars_on(progress)
-    for i in tqdm(range(0, n, 2048), desc="encode scenes", disable=not show, leave=False):
-        pictures = render(scenes[i : i + 2048])
-        image.append(encode_images(model, None, pictures, batch_size=512, progress=False))
-        if vqgan is not None:
-            latents.append(vqgan_latents(vqgan, pictures))
-    data = {
-        "captions": captions,
-        "text": encode_texts(model, tokenizer, captions, progress=False),
-        "image": torch.cat(image),
-    }
-    if vqgan is not None:
-        data["latents"] = torch.cat(latents)
-    return data
 
 
 def text_embeddings(clip, captions: str | Sequence[str]) -> torch.Tensor:
@@ -171,120 +115,6 @@ def scaled(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # The prior: text embedding -> image embedding
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PriorTrainConfig:
-    """Everything that decides a prior's training run besides the network's size."""
-
-    steps: int = 1000  # its loss stops falling after about 600 (docs/unclip-recipe.md)
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup: int = 100
-    n_scenes: int = 10000
-    p_uncond: float = 0.1  # the paper drops the text 10% of the time
-    ema_decay: float = 0.995
-    seed: int = 0
-    split: str = "heldout"
-    checkpoint_every: int = 500
-    log_every: int = 20
-
-
-def train_prior(
-    clip,
-    config: PriorTrainConfig | None = None,
-    network: DenoiserConfig | None = None,
-    data: dict | None = None,
-    folder: str | Path | None = None,
-    progress: bool = True,
-    device=None,
-    on_log=None,
-) -> tuple[VectorDenoiser, History]:
-    """Train a prior on `clip`'s embeddings of WORLD's scenes; return (the moving average of its
-    weights, in eval mode, History): diffusion models sample better from it (`_train`). `data` = `scene_data` of the same scenes, when the caller has it; `on_log(step,
-    network)` is called at every logged step (the notebook keeps samples by step with it)."""
-    tc = config or PriorTrainConfig()
-    if tc.steps < 1 or tc.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
-    dev = get_device(device)
-    torch.manual_seed(tc.seed)
-    tick = time.perf_counter()
-    data = data or scene_data(clip, tc.n_scenes, tc.seed, tc.split, progress=progress)
-    data_seconds = time.perf_counter() - tick
-    net = VectorDenoiser(network or DenoiserConfig(dim=data["image"].shape[1])).to(dev).train()
-    x0 = scaled(data["image"], net.config.dim).to(dev)
-    cond = scaled(data["text"], net.config.dim).to(dev)
-    alpha_bar = cosine_schedule(SCHEDULE_STEPS)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.0)
-    saved = json.loads(json.dumps({"network": asdict(net.config), "train": recipe(tc)}))
-    return _train(
-        net,
-        optimizer,
-        tc,
-        x0,
-        cond,
-        alpha_bar,
-        predict="x0",
-        desc="train prior",
-        saved=saved,
-        folder=folder,
-        progress=progress,
-        data_seconds=data_seconds,
-        on_log=on_log,
-    )
-
-
-def _train(
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    tc: PriorTrainConfig | DecoderTrainConfig,
-    x0: torch.Tensor,
-    cond: torch.Tensor,
-    alpha_bar: torch.Tensor,
-    *,
-    predict: str,
-    desc: str,
-    saved: dict,
-    folder: str | Path | None,
-    progress: bool,
-    data_seconds: float,
-    on_log,
-) -> tuple[nn.Module, History]:
-    """The loop both unCLIP models share: a random batch, `diffusion_loss`, a step, and an
-    exponential moving average of the weights (`ema`), which is what it returns: diffusion
-    models sample better from the average of their last few hundred steps' weights than from
-    the last step's (Ho et al. 2020, Appendix B). Checkpoints keep both."""
-    ema = copy.deepcopy(net).requires_grad_(False)
-    both = nn.ModuleDict({"net": net, "ema": ema})  # what a checkpoint saves and resumes
-    start, history = resume(folder, both, optimizer, saved)
-    gen = torch.Generator()
-    seconds = history.last("seconds", 0.0)
-    bar = progress_bar(start, tc.steps, desc, progress)
-    for step in bar:
-        tick = time.perf_counter()
-        gen.manual_seed(tc.seed * 1_000_003 + step)  # batch `step` is the same after a resume
-        rows = torch.randint(len(x0), (tc.batch_size,), generator=gen).to(x0.device)
-        lr = set_lr(optimizer, cosine_lr(step, tc.steps, tc.warmup, tc.lr, min_ratio=0.05))
-        loss = diffusion_loss(net, x0[rows], cond[rows], alpha_bar, gen, tc.p_uncond, predict)
-        check_finite(loss, step, folder)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():
-            decay = min(tc.ema_decay, (step + 1) / (step + 10))  # a short warm-up of the average
-            for e, p in zip(ema.parameters(), net.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        seconds += time.perf_counter() - tick
-        if due(step, tc.log_every, tc.steps, first=True):
-            history.log(step, loss=loss, lr=lr, seconds=seconds, data_seconds=data_seconds)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if on_log is not None:
-                on_log(step, ema.eval())
-        if folder is not None and due(step, tc.checkpoint_every, tc.steps):
-            save_checkpoint(folder, both, optimizer, step + 1, saved, history)
-    bar.close()
-    return ema.eval(), history
 
 
 @torch.no_grad()
@@ -337,73 +167,6 @@ class LatentDecoder(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Return the U-Net's prediction (`DECODER_PREDICTS`) for standardised noisy latents x."""
         return self.unet(x, t, cond)
-
-
-@dataclass
-class DecoderTrainConfig:
-    """Everything that decides a decoder's training run besides the network's size."""
-
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 100
-    n_scenes: int = 8000
-    p_uncond: float = 0.1  # the paper drops the CLIP embedding 10% of the time
-    ema_decay: float = 0.995
-    seed: int = 0
-    split: str = "heldout"
-    checkpoint_every: int = 500
-    log_every: int = 20
-
-
-def train_decoder(
-    clip,
-    vqgan,
-    config: DecoderTrainConfig | None = None,
-    network: UNetConfig | None = None,
-    data: dict | None = None,
-    folder: str | Path | None = None,
-    progress: bool = True,
-    device=None,
-    on_log=None,
-) -> tuple[LatentDecoder, History]:
-    """Train a decoder from `clip`'s image embeddings to `vqgan`'s latents of WORLD's scenes;
-    return (the moving average of its weights, in eval mode, History). `data`, `on_log`: as `train_prior`."""
-    tc = config or DecoderTrainConfig()
-    if tc.steps < 1 or tc.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
-    dev = get_device(device)
-    torch.manual_seed(tc.seed)
-    tick = time.perf_counter()
-    if data is None or "latents" not in data:
-        data = scene_data(clip, tc.n_scenes, tc.seed, tc.split, vqgan, progress)
-    data_seconds = time.perf_counter() - tick
-    latents = data["latents"]
-    config = network or UNetConfig(channels=latents.shape[1], cond_dim=data["image"].shape[1])
-    decoder = LatentDecoder(config)
-    decoder.mean.copy_(latents.mean(dim=(0, 2, 3)))
-    decoder.std.copy_(latents.std(dim=(0, 2, 3)).clamp_min(1e-6))
-    decoder.to(dev).train()
-    x0 = decoder.standardise(latents.to(dev))
-    cond = scaled(data["image"], config.cond_dim).to(dev)
-    optimizer = torch.optim.AdamW(decoder.unet.parameters(), lr=tc.lr, weight_decay=0.0)
-    saved = json.loads(json.dumps({"network": asdict(config), "train": recipe(tc)}))
-    alpha_bar = cosine_schedule(SCHEDULE_STEPS)
-    return _train(
-        decoder,
-        optimizer,
-        tc,
-        x0,
-        cond,
-        alpha_bar,
-        predict=DECODER_PREDICTS,
-        desc="train decoder",
-        saved=saved,
-        folder=folder,
-        progress=progress,
-        data_seconds=data_seconds,
-        on_log=on_log,
-    )
 
 
 @torch.no_grad()

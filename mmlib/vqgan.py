@@ -338,3 +338,37 @@ def decode_tokens(vqgan, tokens: torch.Tensor, batch_size: int = 256) -> torch.T
         for i in range(0, len(grids), batch_size)
     ]
     return torch.cat(out)
+
+
+class Pixels(torch.nn.Module):
+    """A stand-in for the VQGAN in `generate` that generates nothing: the latent *is* the picture,
+    (B, 3, size, size) in [0, 1], with no codebook and no decoder (`factor` 1, the box [0, 1]).
+
+    `generate(prompts, Pixels(), clips, GenerateConfig(init="noise", ...))` then runs the same
+    loop, cutouts, losses, steps and learning rates on raw pixels: what CLIP alone asks for when
+    it may set every pixel (notebook 05's control experiment). `init="image"` starts from a
+    picture; `init="tokens"` has no codebook to draw from and is refused.
+    """
+
+    factor = 1
+    embed_dim = 3
+
+    @property
+    def n_embed(self) -> int:
+        raise ValueError("Pixels has no codebook to draw tokens from: use init='noise' or 'image'")
+
+    def codebook_box(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the box the latent stays in: [0, 1] for every colour channel."""
+        return torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+
+    def vector_quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Return z unchanged: there is no codebook to snap to."""
+        return z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the picture z (in [0, 1]) in the [-1, 1] range a VQGAN's decoder gives."""
+        return to_model_range(z)
+
+    def encode_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the latent of images in [-1, 1]: the pictures themselves, in [0, 1]."""
+        return (images + 1) / 2

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
 
-from mmlib import toyworld
+from mmlib import world_data
 from mmlib.env import get_device
 from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import check_finite, cosine_lr, due, progress_bar, recipe, resume, set_lr
@@ -166,7 +166,7 @@ def reconstruct(model: VQGAN, images: torch.Tensor, batch_size: int = 256) -> to
 @torch.no_grad()
 def evaluate_vqgan(model: VQGAN, n: int = 256, seed: int = 4321) -> dict:
     """Return PSNR and codebook usage on `n` held-out shapes-world images (a seed not trained on)."""
-    world = toyworld.ShapesWorld(n, seed=seed, split="all")
+    world = world_data.ShapesWorld(n, seed=seed, split="all")
     images = torch.stack([world[i][0] for i in range(n)])
     dev = next(model.parameters()).device
     model.eval()
@@ -214,7 +214,7 @@ def train_vqgan(
     opt_g = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.9))
     start, history = resume(folder, both, [opt_g, opt_d], recipe(config))
-    world = toyworld.ShapesWorld(config.steps * config.batch_size, config.seed, config.split)
+    world = world_data.ShapesWorld(config.steps * config.batch_size, config.seed, config.split)
     seconds, tick = history.last("seconds", 0.0), time.perf_counter()
     last_layer = model.decoder.conv_out.weight
     bar = progress_bar(start, config.steps, "train VQGAN", progress)

@@ -252,7 +252,7 @@ class GenerateWidget:
         import dataclasses
         import threading
 
-        from mmlib.generate import parse_prompt
+        from mmlib.prompts import parse_prompt
 
         try:
             parse_prompt(self.prompt.value)

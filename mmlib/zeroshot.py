@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
-from mmlib import toyworld
+from mmlib import toyworld, world_data
 from mmlib.clip import encode_images, encode_texts
 from mmlib.toyworld import article as _article
 
@@ -213,10 +213,10 @@ def linear_probe(
     if not shots or min(shots) < 1:
         raise ValueError(f"shots must be positive numbers of examples per class, got {shots}")
     pairs = toyworld.all_pairs()
-    test = toyworld.PairImages(pairs, per_pair=per_pair, seed=1234)
+    test = world_data.PairImages(pairs, per_pair=per_pair, seed=1234)
     test_x = encode_images(model, preprocess, test, progress=False).numpy()
     test_y = test.picture_labels()
-    train_all = toyworld.PairImages(pairs, per_pair=max(shots), seed=777 + seed)
+    train_all = world_data.PairImages(pairs, per_pair=max(shots), seed=777 + seed)
     train_x = encode_images(model, preprocess, train_all, progress=False).numpy()
     train_y = train_all.picture_labels()
     result = {}
@@ -249,7 +249,7 @@ def evaluate_shapes(
     pairs = toyworld.all_pairs()
     classnames = [toyworld.pair_label(s, c) for s, c in pairs]
     classifier = build_classifier(model, tokenizer, classnames, templates, device=device)
-    data = toyworld.PairImages(pairs, per_pair=per_pair, seed=seed)
+    data = world_data.PairImages(pairs, per_pair=per_pair, seed=seed)
     labels = torch.tensor(data.picture_labels())
     result = evaluate(model, preprocess, classifier, data, labels=labels, device=device)
     held = torch.tensor([pairs.index(p) for p in _held_out(split)])
@@ -303,7 +303,7 @@ def shape_probe(
     held = torch.tensor([pairs.index(p) for p in _held_out(split)])
 
     def encode(render_seed):
-        data = toyworld.PairImages(pairs, per_pair=per_pair, seed=render_seed)
+        data = world_data.PairImages(pairs, per_pair=per_pair, seed=render_seed)
         labels = torch.tensor(data.picture_labels())
         feats = encode_images(model, preprocess, data, device=device, progress=False)
         return feats, shape_index[labels], torch.isin(labels, held)

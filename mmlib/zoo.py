@@ -40,7 +40,16 @@ import torch
 from filelock import FileLock
 from open_clip.tokenizer import default_bpe
 
-from mmlib import __version__, dalle, generate, judge, recipes, toyworld, unclip
+from mmlib import (
+    __version__,
+    dalle_training,
+    generate,
+    judge,
+    recipes,
+    toyworld,
+    unclip,
+    unclip_training,
+)
 from mmlib.contrastive import train_clip
 from mmlib.env import MMLibError, cache_dir, get_device
 from mmlib.images import SAMPLE_PHOTOS, sample_photos
@@ -468,7 +477,7 @@ def dalle_dir(home: str | os.PathLike | None = None) -> Path:
         log.info("training the token transformer: %d steps, once, then cached", training.steps)
         vqgan = get_vqgan("tiny", device=dev)
         runs = cache_dir(home) / "runs" / folder.name  # checkpoints: an interrupted run resumes
-        model, history = dalle.train_dalle(
+        model, history = dalle_training.train_dalle(
             config, training, vqgan, tiny_tokenizer(), folder=runs, device=dev
         )
         info = {
@@ -523,7 +532,7 @@ def unclip_prior_dir(home: str | os.PathLike | None = None) -> Path:
         log.info("training unCLIP's prior: %d steps, once, then cached", training.steps)
         clip = load_clip(f"mmlib:{recipes.UNCLIP_CLIP}", device=dev)
         runs = cache_dir(home) / "runs" / folder.name
-        net, history = unclip.train_prior(clip, training, folder=runs, device=dev)
+        net, history = unclip_training.train_prior(clip, training, folder=runs, device=dev)
         _save_unclip(folder, "unclip-prior", net, history, training, dev)
 
     return _make_once(folder, make)
@@ -541,7 +550,7 @@ def unclip_decoder_dir(home: str | os.PathLike | None = None) -> Path:
         log.info("training unCLIP's decoder: %d steps, once, then cached", training.steps)
         clip = load_clip(f"mmlib:{recipes.UNCLIP_CLIP}", device=dev)
         runs = cache_dir(home) / "runs" / folder.name
-        net, history = unclip.train_decoder(
+        net, history = unclip_training.train_decoder(
             clip, get_vqgan("tiny", device=dev), training, folder=runs, device=dev
         )
         _save_unclip(folder, "unclip-decoder", net, history, training, dev)

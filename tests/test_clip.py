@@ -12,7 +12,8 @@ from mmlib import recipes, zoo
 from mmlib.clip import encode_images, encode_texts, similarity
 from mmlib.store.clip_loading import load_clip
 from mmlib.store.weights import WeightsNotFoundError
-from mmlib.toyworld import ShapesWorld, render_image
+from mmlib.toyworld import render_image
+from mmlib.world_data import ShapesWorld
 
 
 def _tiny_local_dir(folder, seed=0):

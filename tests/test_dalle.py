@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from mmlib import dalle, judge, toyworld
+from mmlib import dalle, dalle_training, judge, toyworld
 from mmlib.transformer import TokenTransformer, TransformerConfig, load_transformer
 from mmlib.vqgan import VQGAN, decode_tokens
 from mmlib.vqgan_training import TINY_VQGAN
@@ -127,8 +127,8 @@ def test_sampling_keywords_given_replace_only_those_of_the_course_settings(
 
 
 def test_training_data_never_shows_a_held_out_pair(model, vqgan):
-    tc = dalle.DalleTrainConfig()  # the course's world: one large object on plain grey
-    text, image = dalle.scene_data(
+    tc = dalle_training.DalleTrainConfig()  # the course's world: one large object on plain grey
+    text, image = dalle_training.scene_data(
         model,
         vqgan,
         60,
@@ -142,7 +142,7 @@ def test_training_data_never_shows_a_held_out_pair(model, vqgan):
         words = set(caption.split())
         assert not any({s, c} <= words for s, c in toyworld.HELD_OUT_PAIRS), caption
         assert "small" not in words, caption
-    full_text, full_image = dalle.scene_data(model, vqgan, 60, seed=1, split="heldout")
+    full_text, full_image = dalle_training.scene_data(model, vqgan, 60, seed=1, split="heldout")
     assert any("small" in c.split() for c in model.decode_captions(full_text))
     assert not torch.equal(full_image, image)
 
@@ -151,10 +151,10 @@ def test_scene_encoding_shows_its_bar_unless_tqdm_disable_is_set(model, vqgan, c
     # the workers of `mmlib zoo prepare` set TQDM_DISABLE=1 after tqdm was imported: a bar given
     # disable= must still obey it, or its lines cut through the parent's one bar
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    dalle.scene_data(model, vqgan, 4, progress=True)
+    dalle_training.scene_data(model, vqgan, 4, progress=True)
     assert "encode scenes" not in capsys.readouterr().err
     monkeypatch.delenv("TQDM_DISABLE")
-    dalle.scene_data(model, vqgan, 4, progress=True)
+    dalle_training.scene_data(model, vqgan, 4, progress=True)
     assert "encode scenes" in capsys.readouterr().err
 
 
@@ -164,18 +164,24 @@ def test_training_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, tokeni
         dalle.new_model(tokenizer, SMALL).encode_captions(["a red star"] * 16),
         torch.randint(0, 256, (16, 64), generator=gen),
     )
-    tc = dalle.DalleTrainConfig(steps=6, batch_size=4, checkpoint_every=3, warmup=3)
-    straight, history = dalle.train_dalle(SMALL, tc, None, tokenizer, progress=False, data=data)
+    tc = dalle_training.DalleTrainConfig(steps=6, batch_size=4, checkpoint_every=3, warmup=3)
+    straight, history = dalle_training.train_dalle(
+        SMALL, tc, None, tokenizer, progress=False, data=data
+    )
     assert not straight.training and history.last("image_loss") is not None
     folder = tmp_path / "ckpt"
-    half = dalle.DalleTrainConfig(**{**tc.__dict__, "steps": 3})
-    dalle.train_dalle(SMALL, half, None, tokenizer, progress=False, data=data, folder=folder)
+    half = dalle_training.DalleTrainConfig(**{**tc.__dict__, "steps": 3})
+    dalle_training.train_dalle(
+        SMALL, half, None, tokenizer, progress=False, data=data, folder=folder
+    )
     with pytest.raises(ValueError, match="another config"):  # 3 steps asked vs 6: refused
-        dalle.train_dalle(SMALL, tc, None, tokenizer, progress=False, data=data, folder=folder)
+        dalle_training.train_dalle(
+            SMALL, tc, None, tokenizer, progress=False, data=data, folder=folder
+        )
     state = json.loads((folder / "state.json").read_text())
     state["config"]["train"]["steps"] = 6  # as if the 6-step run had stopped after step 3
     (folder / "state.json").write_text(json.dumps(state))
-    resumed, again = dalle.train_dalle(
+    resumed, again = dalle_training.train_dalle(
         SMALL, tc, None, tokenizer, progress=False, data=data, folder=folder
     )
     assert again.records[-1]["step"] == 5
@@ -291,8 +297,8 @@ def test_attribute_fractions_tell_shape_errors_from_colour_errors():
         },
         "judge_clip": {"predictions": list(targets)},
     }
-    fr = dalle.attribute_fractions(verdicts, targets)
+    fr = judge.attribute_fractions(verdicts, targets)
     assert fr["classifier"] == {"shape": 0.75, "colour": 0.75, "both": 0.5}
     assert fr["judge_clip"] == {"shape": 1.0, "colour": 1.0, "both": 1.0}
     with pytest.raises(ValueError, match="3 verdicts for 4 targets"):
-        dalle.attribute_fractions({"c": {"predictions": targets[:3]}}, targets)
+        judge.attribute_fractions({"c": {"predictions": targets[:3]}}, targets)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mmlib.clip import image_tensor
-from mmlib.generate import parse_prompt
 from mmlib.images import ImageLoadError, load_image
+from mmlib.prompts import parse_prompt
 from mmlib.search import parse_query
 from mmlib.store.image_index import db_key, path_of
 

@@ -10,7 +10,9 @@ from PIL import Image
 from mmlib import generate as g
 from mmlib import recipes
 from mmlib.clip import clip_scores
-from mmlib.vqgan import VQGAN
+from mmlib.images import save_video
+from mmlib.prompts import Prompt, image_prompt, parse_prompt
+from mmlib.vqgan import VQGAN, Pixels
 from mmlib.vqgan_training import TINY_VQGAN
 
 
@@ -26,7 +28,7 @@ from mmlib.vqgan_training import TINY_VQGAN
     ],
 )
 def test_prompts_parse_weight_and_stop_but_keep_colons_in_the_text(spec, text, weight, stop):
-    p = g.parse_prompt(spec)
+    p = parse_prompt(spec)
     assert (p.text, p.weight, p.stop) == (text, weight, stop)
 
 
@@ -36,7 +38,7 @@ def test_prompts_parse_weight_and_stop_but_keep_colons_in_the_text(spec, text, w
 )
 def test_bad_prompts_are_refused_clearly(spec, match):
     with pytest.raises(ValueError, match=match):
-        g.parse_prompt(spec)
+        parse_prompt(spec)
 
 
 def test_cutouts_are_batched_seeded_and_differentiable():
@@ -104,7 +106,7 @@ def test_two_clips_image_prompts_init_image_and_odd_sizes(small_models, caplog):
     vqgan, clip = small_models
     init = torch.rand(3, 40, 40)
     out = g.generate(
-        [["a red star:1", g.Prompt(image=Image.new("RGB", (32, 32), "red"))]],
+        [["a red star:1", Prompt(image=Image.new("RGB", (32, 32), "red"))]],
         vqgan,
         [clip, clip],
         g.GenerateConfig(steps=2, cutn=2, size=30, init="image", init_weight=0.5),
@@ -148,7 +150,7 @@ def test_callback_can_stop_and_frames_png_and_gif_are_written(small_models, tmp_
     meta = Image.open(png).text
     assert meta["prompt"] == "a red star:1" and meta["seed"] == "3"
     assert json.loads(meta["mmlib_settings"])["cutn"] == 2
-    gif = g.save_video([f[0] for f in out.frames], tmp_path / "x.gif")
+    gif = save_video([f[0] for f in out.frames], tmp_path / "x.gif")
     assert Image.open(gif).n_frames == 3
 
 
@@ -331,14 +333,14 @@ def test_clip_scores_rank_the_matching_prompt_higher(tiny_clip):
 def test_image_prompts_load_now_and_refuse_files_that_are_not_pictures(tmp_path):
     good = tmp_path / "red.png"
     Image.new("RGB", (32, 32), "red").save(good)
-    p = g.image_prompt(f"{good}:0.5")
+    p = image_prompt(f"{good}:0.5")
     assert p.text is None and p.weight == 0.5 and p.image.size == (32, 32)
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
     with pytest.raises(ValueError, match="notes.png"):
-        g.image_prompt(str(bad))
+        image_prompt(str(bad))
     with pytest.raises(FileNotFoundError):
-        g.image_prompt(str(tmp_path / "missing.png"))
+        image_prompt(str(tmp_path / "missing.png"))
 
 
 def test_one_s_own_cutouts_can_replace_the_config_s_and_a_wrong_count_is_refused(small_models):
@@ -383,18 +385,18 @@ def test_default_cutouts_are_the_ones_generate_makes(small_models):
 def test_pixels_stand_in_for_the_vqgan_so_the_same_loop_optimises_raw_pixels(small_models):
     _, clip = small_models
     cfg = g.GenerateConfig(steps=3, cutn=2, init="noise", seed=4)
-    out = g.generate("a red star", g.Pixels(), [clip], cfg, progress=False)
+    out = g.generate("a red star", Pixels(), [clip], cfg, progress=False)
     start = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     assert out.images.shape == (1, 3, 32, 32) and len(out.losses) == 3
     assert 0 <= out.images.min() and out.images.max() <= 1
     assert not torch.allclose(out.images, start)  # the pixels moved ...
     assert (out.images - start).abs().max() <= 3 * cfg.lr + 1e-5  # ... by Adam's steps at most
-    again = g.generate("a red star", g.Pixels(), [clip], cfg, progress=False)
+    again = g.generate("a red star", Pixels(), [clip], cfg, progress=False)
     assert torch.equal(out.images, again.images)
     picture = torch.rand(3, 32, 32)
     same = g.generate(
         "a red star",
-        g.Pixels(),
+        Pixels(),
         [clip],
         g.GenerateConfig(steps=1, cutn=2, init="image", lr=1e-6),
         init_image=picture,
@@ -402,7 +404,7 @@ def test_pixels_stand_in_for_the_vqgan_so_the_same_loop_optimises_raw_pixels(sma
     )
     assert torch.allclose(same.images[0], picture, atol=1e-4)
     with pytest.raises(ValueError, match="no codebook"):
-        g.generate("a red star", g.Pixels(), [clip], g.GenerateConfig(steps=1, cutn=2))
+        g.generate("a red star", Pixels(), [clip], g.GenerateConfig(steps=1, cutn=2))
 
 
 def test_generation_freezes_the_models_only_while_it_runs():

@@ -4,7 +4,7 @@ accident. Skipped without a GPU; scripts/gpu_check.sh runs them on one."""
 import pytest
 import torch
 
-from mmlib import dalle, generate, judge, zoo
+from mmlib import dalle_training, generate, judge, zoo
 from mmlib.clip import encode_images, encode_texts
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.vqgan import VQGAN
@@ -43,25 +43,30 @@ def test_every_trainer_trains_on_the_gpu():
         judge.ClassifierTrainConfig(steps=3, batch_size=8), device="cuda"
     )
     assert hist.last("loss") > 0
-    tc = dalle.DalleTrainConfig(steps=3, batch_size=4, n_scenes=16)
-    model, hist = dalle.train_dalle(
+    tc = dalle_training.DalleTrainConfig(steps=3, batch_size=4, n_scenes=16)
+    model, hist = dalle_training.train_dalle(
         None, tc, vq.eval(), zoo.tiny_tokenizer(), progress=False, device="cuda"
     )
     assert hist.last("image_loss") > 0
 
 
 def test_unclip_trains_and_draws_on_the_gpu():
-    from mmlib import diffusion, unclip
+    from mmlib import diffusion, unclip, unclip_training
 
     clip = (zoo.new_tiny_clip(0).cuda().eval(), None, zoo.tiny_tokenizer())
     vqgan = VQGAN(**TINY_VQGAN).cuda().eval()
-    data = unclip.scene_data(clip, 16, vqgan=vqgan)
+    data = unclip_training.scene_data(clip, 16, vqgan=vqgan)
     small = diffusion.UNetConfig(width=16, heads=2)
-    prior, _ = unclip.train_prior(
-        clip, unclip.PriorTrainConfig(steps=3, batch_size=4), data=data, device="cuda"
+    prior, _ = unclip_training.train_prior(
+        clip, unclip_training.PriorTrainConfig(steps=3, batch_size=4), data=data, device="cuda"
     )
-    decoder, _ = unclip.train_decoder(
-        clip, vqgan, unclip.DecoderTrainConfig(steps=3, batch_size=4), small, data, device="cuda"
+    decoder, _ = unclip_training.train_decoder(
+        clip,
+        vqgan,
+        unclip_training.DecoderTrainConfig(steps=3, batch_size=4),
+        small,
+        data,
+        device="cuda",
     )
     assert next(decoder.parameters()).device.type == "cuda"
     model = unclip.UnCLIP(clip, prior, decoder, vqgan)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmlib import toyworld
+from mmlib import toyworld, world_data
 from mmlib.nearest import FaissSearcher, exact_topk, recall_at_k
 from mmlib.search import ImageIndex, ModelMismatchError, parse_query
 from mmlib.store import image_index
@@ -284,7 +284,7 @@ def test_cli_indexes_and_queries_with_a_contact_sheet(tiny_clip, tmp_path, capsy
 
 
 def test_a_dataset_is_indexed_incrementally_beside_folders(tiny_clip, tmp_path):
-    world = toyworld.PairImages(per_pair=1, seed=5)  # 48 pictures, one per (shape, colour)
+    world = world_data.PairImages(per_pair=1, seed=5)  # 48 pictures, one per (shape, colour)
     index = ImageIndex(tmp_path / "idx", tiny_clip)
     first = index.build(world, progress=False, name="pairs")
     assert first.embedded == 48 and len(index) == 48
@@ -296,7 +296,7 @@ def test_a_dataset_is_indexed_incrementally_beside_folders(tiny_clip, tmp_path):
     write_world(root, 5)
     index.build(root, progress=False)
     assert len(index) == 53  # the folder's rows join the dataset's; neither drops the other
-    smaller = toyworld.PairImages(pairs=toyworld.all_pairs()[:10], per_pair=1, seed=5)
+    smaller = world_data.PairImages(pairs=toyworld.all_pairs()[:10], per_pair=1, seed=5)
     report = index.build(smaller, progress=False, name="pairs")
     assert report.removed == 38 and len(index) == 15
     with pytest.raises(ValueError, match="folder or a Dataset"):

@@ -4,14 +4,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmlib import toyworld as tw
+from mmlib import world_data
 
 
 def test_a_sample_is_a_pure_function_of_seed_and_index():
-    a, b = tw.ShapesWorld(50, seed=4), tw.ShapesWorld(50, seed=4)
+    a, b = world_data.ShapesWorld(50, seed=4), world_data.ShapesWorld(50, seed=4)
     for i in (0, 7, 49):
         assert torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1]
-    assert tw.ShapesWorld(50, seed=5)[7][1] != a[7][1] or not torch.equal(
-        tw.ShapesWorld(50, seed=5)[7][0], a[7][0]
+    assert world_data.ShapesWorld(50, seed=5)[7][1] != a[7][1] or not torch.equal(
+        world_data.ShapesWorld(50, seed=5)[7][0], a[7][0]
     )
 
 
@@ -58,12 +59,14 @@ def test_captions_are_english():
 
 
 def test_dataset_items_and_collate():
-    world = tw.ShapesWorld(8, seed=0)
-    images, captions, attrs = next(iter(DataLoader(world, batch_size=4, collate_fn=tw.collate)))
+    world = world_data.ShapesWorld(8, seed=0)
+    images, captions, attrs = next(
+        iter(DataLoader(world, batch_size=4, collate_fn=world_data.collate))
+    )
     assert images.shape == (4, 3, tw.IMAGE_SIZE, tw.IMAGE_SIZE)
     assert 0 <= images.min() and images.max() <= 1
     assert len(captions) == 4 and isinstance(captions[0], str) and "shape" in attrs[0]
-    pairs = tw.PairImages(per_pair=2)
+    pairs = world_data.PairImages(per_pair=2)
     image, label, attr = pairs[5]
     assert tw.all_pairs()[label] == (attr["shape"], attr["colour"])
 
@@ -94,13 +97,13 @@ def test_the_simpler_world_keeps_everything_but_size_and_background():
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="n must be"):
-        tw.ShapesWorld(0)
+        world_data.ShapesWorld(0)
     with pytest.raises(ValueError, match="split"):
-        tw.ShapesWorld(3, split="test")
+        world_data.ShapesWorld(3, split="test")
     with pytest.raises(ValueError, match="kind"):
         tw.sample_scene(0, 0, kind="triple")
     with pytest.raises(IndexError):
-        tw.ShapesWorld(3).scene(3)
+        world_data.ShapesWorld(3).scene(3)
     with pytest.raises(ValueError, match="object_size"):
         tw.sample_scene(0, 0, object_size="huge")
     with pytest.raises(ValueError, match="background"):

@@ -7,7 +7,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from mmlib import dalle, judge, recipes, unclip, zoo
+from mmlib import dalle, dalle_training, judge, recipes, unclip_training, zoo
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.training import BOOKKEEPING
 from mmlib.transformer import TransformerConfig
@@ -24,7 +24,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_every_bookkeeping_field_belongs_to_a_trainer():
-    configs = [ClipTrainConfig(), VQGANTrainConfig(), dalle.DalleTrainConfig()]
+    configs = [ClipTrainConfig(), VQGANTrainConfig(), dalle_training.DalleTrainConfig()]
     configs.append(judge.ClassifierTrainConfig())
     assert BOOKKEEPING <= {f.name for c in configs for f in fields(c)}  # no misspelt name
 
@@ -85,10 +85,10 @@ def test_token_model_weights_do_not_depend_on_logging_or_checkpoints(tmp_path):
     tokenizer = zoo.tiny_tokenizer()
     captions = dalle.new_model(tokenizer, small).encode_captions(["a red star"] * 8)
     data = (captions, torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(1)))
-    base = dalle.DalleTrainConfig(steps=4, batch_size=4, warmup=1)
+    base = dalle_training.DalleTrainConfig(steps=4, batch_size=4, warmup=1)
     models = []
     for config, folder in ((replace(base, **QUIET), None), (replace(base, **BUSY), tmp_path)):
-        model, _ = dalle.train_dalle(
+        model, _ = dalle_training.train_dalle(
             small, config, None, tokenizer, progress=False, data=data, folder=folder, device="cpu"
         )
         models.append(model)
@@ -106,13 +106,16 @@ def test_the_zoo_keys_ignore_bookkeeping(monkeypatch):
         ]
 
     before = keys()
-    vqgan_config, dalle_config = VQGANTrainConfig, dalle.DalleTrainConfig
+    vqgan_config, dalle_config = VQGANTrainConfig, dalle_training.DalleTrainConfig
     monkeypatch.setitem(recipes.TINY_CLIP_TRAINING, "eval_every", 7)
     monkeypatch.setattr(recipes, "vqgan_training", lambda: vqgan_config(eval_every=3, **BUSY))
-    monkeypatch.setattr(dalle, "DalleTrainConfig", lambda: dalle_config(**BUSY))
-    prior_config, decoder_config = unclip.PriorTrainConfig, unclip.DecoderTrainConfig
-    monkeypatch.setattr(unclip, "PriorTrainConfig", lambda: prior_config(**BUSY))
-    monkeypatch.setattr(unclip, "DecoderTrainConfig", lambda: decoder_config(**BUSY))
+    monkeypatch.setattr(dalle_training, "DalleTrainConfig", lambda: dalle_config(**BUSY))
+    prior_config, decoder_config = (
+        unclip_training.PriorTrainConfig,
+        unclip_training.DecoderTrainConfig,
+    )
+    monkeypatch.setattr(recipes, "PriorTrainConfig", lambda: prior_config(**BUSY))
+    monkeypatch.setattr(recipes, "DecoderTrainConfig", lambda: decoder_config(**BUSY))
     assert keys() == before
     monkeypatch.setitem(
         recipes.TINY_CLIP_TRAINING, "steps", 601

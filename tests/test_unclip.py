@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mmlib import diffusion, unclip, zoo
+from mmlib import diffusion, recipes, unclip, unclip_training, zoo
 from mmlib.tools.prepare import PREPARE_STEPS
 
 SMALL_UNET = diffusion.UNetConfig(channels=32, width=16, cond_dim=128, heads=2)
@@ -22,7 +22,7 @@ def parts():
 
     clip = (zoo.new_tiny_clip(0).eval(), None, zoo.tiny_tokenizer())
     vqgan = new_tiny_vqgan(0).eval()
-    return clip, vqgan, unclip.scene_data(clip, 16, seed=0, vqgan=vqgan)
+    return clip, vqgan, unclip_training.scene_data(clip, 16, seed=0, vqgan=vqgan)
 
 
 def assert_same_weights(a, b):
@@ -97,13 +97,13 @@ def test_unclip_weights_do_not_depend_on_logging_or_checkpoints(parts, tmp_path,
     models = []
     for extra, folder in ((QUIET, None), (BUSY, tmp_path)):
         if which == "prior":
-            config = unclip.PriorTrainConfig(steps=3, batch_size=4, warmup=1, **extra)
-            net, _ = unclip.train_prior(
+            config = unclip_training.PriorTrainConfig(steps=3, batch_size=4, warmup=1, **extra)
+            net, _ = unclip_training.train_prior(
                 clip, config, SMALL_PRIOR, data, folder, progress=False, device="cpu"
             )
         else:
-            config = unclip.DecoderTrainConfig(steps=3, batch_size=4, warmup=1, **extra)
-            net, _ = unclip.train_decoder(
+            config = unclip_training.DecoderTrainConfig(steps=3, batch_size=4, warmup=1, **extra)
+            net, _ = unclip_training.train_decoder(
                 clip, vqgan, config, SMALL_UNET, data, folder, progress=False, device="cpu"
             )
         models.append(net)
@@ -112,15 +112,17 @@ def test_unclip_weights_do_not_depend_on_logging_or_checkpoints(parts, tmp_path,
 
 def test_a_decoder_run_resumes_from_its_checkpoint_to_the_same_weights(parts, tmp_path):
     clip, vqgan, data = parts
-    config = unclip.DecoderTrainConfig(steps=4, batch_size=4, warmup=1, checkpoint_every=2)
-    straight, _ = unclip.train_decoder(clip, vqgan, config, SMALL_UNET, data, progress=False)
-    unclip.train_decoder(
+    config = unclip_training.DecoderTrainConfig(steps=4, batch_size=4, warmup=1, checkpoint_every=2)
+    straight, _ = unclip_training.train_decoder(
+        clip, vqgan, config, SMALL_UNET, data, progress=False
+    )
+    unclip_training.train_decoder(
         clip, vqgan, replace(config, steps=2), SMALL_UNET, data, tmp_path, progress=False
     )
     state = json.loads((tmp_path / "state.json").read_text())
     state["config"]["train"]["steps"] = 4  # as if the 4-step run had stopped after step 2
     (tmp_path / "state.json").write_text(json.dumps(state))
-    resumed, history = unclip.train_decoder(
+    resumed, history = unclip_training.train_decoder(
         clip, vqgan, config, SMALL_UNET, data, tmp_path, progress=False
     )
     assert history.records[0]["step"] == 0
@@ -130,8 +132,8 @@ def test_a_decoder_run_resumes_from_its_checkpoint_to_the_same_weights(parts, tm
 def test_the_zoo_keys_unclip_by_its_recipes_and_inputs(monkeypatch):
     before = zoo.tiny_folders()
     assert set(PREPARE_STEPS["unclip-decoder"]) == {"tiny-clip", "tiny-vqgan"}
-    prior_config = unclip.PriorTrainConfig
-    monkeypatch.setattr(unclip, "PriorTrainConfig", lambda: prior_config(steps=7))
+    prior_config = unclip_training.PriorTrainConfig
+    monkeypatch.setattr(recipes, "PriorTrainConfig", lambda: prior_config(steps=7))
     monkeypatch.setattr(unclip, "DECODER_PREDICTS", "eps")  # decides the decoder's weights
     after = zoo.tiny_folders()
     for name in ("unclip-prior", "unclip-decoder"):

@@ -17,7 +17,8 @@ from mmlib.clip import encode_images
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.store.checkpoints import save_model_dir
 from mmlib.store.clip_loading import load_clip
-from mmlib.toyworld import ShapesWorld, render_image
+from mmlib.toyworld import render_image
+from mmlib.world_data import ShapesWorld
 
 pytestmark = pytest.mark.workers
 

@@ -335,7 +335,7 @@ def _bench_indexing(n: int) -> dict:
 
 
 def _indexing_child(n: int) -> dict:
-    from mmlib import toyworld
+    from mmlib import world_data
     from mmlib.clip import encode_images
     from mmlib.images import scan_images
     from mmlib.search import ImageIndex
@@ -344,7 +344,7 @@ def _indexing_child(n: int) -> dict:
     clip = load_clip("mmlib:tiny-clip", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
-        toyworld.save_scenes(folder, n, seed=5, progress=False)
+        world_data.save_scenes(folder, n, seed=5, progress=False)
         paths = [f.path for f in scan_images(folder)[0]]
         encode_images(clip.model, clip.preprocess, paths[:64], progress=False)  # warm-up
         encode_s, _ = _timed(

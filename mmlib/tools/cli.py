@@ -64,7 +64,8 @@ def finite_float(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     from mmlib.contrastive import ClipTrainConfig
-    from mmlib.dalle import BENCHMARK_DRAWS, DalleTrainConfig
+    from mmlib.dalle import BENCHMARK_DRAWS
+    from mmlib.dalle_training import DalleTrainConfig
     from mmlib.generate import GenerateConfig
     from mmlib.recipes import generation_settings
     from mmlib.tools.bench import BENCHES

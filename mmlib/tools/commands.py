@@ -18,18 +18,12 @@ from filelock import FileLock, Timeout
 
 from mmlib import recipes, zoo
 from mmlib.contrastive import ClipTrainConfig, train_clip
-from mmlib.dalle import SAMPLING, DalleTrainConfig, evaluate_dalle, train_dalle
+from mmlib.dalle import SAMPLING, evaluate_dalle
+from mmlib.dalle_training import DalleTrainConfig, train_dalle
 from mmlib.env import MMLibError, cache_dir
-from mmlib.generate import (
-    GenerateConfig,
-    check_output_paths,
-    generate,
-    image_prompt,
-    parse_prompt,
-    save_png,
-    save_video,
-)
-from mmlib.images import display_path, load_image
+from mmlib.generate import GenerateConfig, generate, save_png
+from mmlib.images import check_output_paths, display_path, load_image, save_video
+from mmlib.prompts import image_prompt, parse_prompt
 from mmlib.search import ImageIndex, contact_sheet, parse_query
 from mmlib.store.checkpoints import save_model_dir, state_dict_cpu
 from mmlib.transformer import TransformerConfig, save_transformer

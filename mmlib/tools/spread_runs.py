@@ -229,13 +229,13 @@ def _dalle_run(
 ) -> list[dict]:
     import torch
 
-    from mmlib import dalle, judge
+    from mmlib import dalle, dalle_training, judge
     from mmlib.transformer import TransformerConfig
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    training = dalle.DalleTrainConfig(seed=seed, **({"steps": steps} if steps else {}))
+    training = dalle_training.DalleTrainConfig(seed=seed, **({"steps": steps} if steps else {}))
     vqgan = zoo.get_vqgan("tiny", device="cpu")
-    model, history = dalle.train_dalle(
+    model, history = dalle_training.train_dalle(
         TransformerConfig(), training, vqgan, zoo.tiny_tokenizer(), progress=False, device="cpu"
     )
     clips, judges = zoo.get_generation_clips("tiny", device="cpu"), zoo.get_judges(device="cpu")
@@ -297,10 +297,13 @@ def dalle_spread(
         f"prompt set {p}": summarise([r for r in rows if r["prompt_set"] == p], keys[:4])
         for p in prompt_sets
     }
-    from mmlib import dalle
+    from mmlib import dalle, dalle_training
 
     result = {
-        "training": {**asdict(dalle.DalleTrainConfig()), **({"steps": steps} if steps else {})},
+        "training": {
+            **asdict(dalle_training.DalleTrainConfig()),
+            **({"steps": steps} if steps else {}),
+        },
         "sampling": dalle.SAMPLING,  # not in the token model's key: checked by the tests
         "rows": rows,
         "summary": summarise(rows, keys),
@@ -335,19 +338,21 @@ def _unclip_run(
 ) -> list[dict]:
     import torch
 
-    from mmlib import judge, unclip
+    from mmlib import judge, unclip, unclip_training
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     clip, vqgan = zoo.get_clip("tiny", device="cpu"), zoo.get_vqgan("tiny", device="cpu")
     fewer = {"n_scenes": scenes} if scenes else {}
-    prior_config = unclip.PriorTrainConfig(
+    prior_config = unclip_training.PriorTrainConfig(
         seed=seed, **({"steps": prior_steps} if prior_steps else {}), **fewer
     )
-    decoder_config = unclip.DecoderTrainConfig(
+    decoder_config = unclip_training.DecoderTrainConfig(
         seed=seed, **({"steps": decoder_steps} if decoder_steps else {}), **fewer
     )
-    prior, prior_history = unclip.train_prior(clip, prior_config, progress=False, device="cpu")
-    decoder, decoder_history = unclip.train_decoder(
+    prior, prior_history = unclip_training.train_prior(
+        clip, prior_config, progress=False, device="cpu"
+    )
+    decoder, decoder_history = unclip_training.train_decoder(
         clip, vqgan, decoder_config, progress=False, device="cpu"
     )
     model = unclip.UnCLIP(clip, prior, decoder, vqgan)
@@ -394,7 +399,7 @@ def unclip_spread(
     for every prompt set and every way of feeding the decoder (`unclip.WAYS`). `prior_steps`,
     `decoder_steps`, `scenes` (training scenes of each): other than the recipe's, for a quick
     form."""
-    from mmlib import unclip
+    from mmlib import unclip, unclip_training
 
     start = time.perf_counter()
     jobs = [
@@ -419,11 +424,11 @@ def unclip_spread(
     result = {
         "training": {
             "prior": {
-                **asdict(unclip.PriorTrainConfig()),
+                **asdict(unclip_training.PriorTrainConfig()),
                 **({"steps": prior_steps} if prior_steps else {}),
             },
             "decoder": {
-                **asdict(unclip.DecoderTrainConfig()),
+                **asdict(unclip_training.DecoderTrainConfig()),
                 **({"steps": decoder_steps} if decoder_steps else {}),
             },
         },
