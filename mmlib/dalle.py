@@ -153,7 +153,7 @@ def evaluate_dalle(
     fraction in steps of 1/12, so the course measures 4 draws (BENCHMARK_DRAWS).
 
     `clips` re-rank: one CLIP or several (the course's two, `zoo.get_generation_clips`);
-    `judges` = (judge CLIP, classifier) as `zoo.get_judges()` gives. For each judge and each
+    `judges` = (judge CLIP, classifier) as `tiny_models.get_judges()` gives. For each judge and each
     way ("first": one sample per pair, "all": every sample, "reranked": the CLIPs' best of n,
     and with several CLIPs "reranked_one": the first CLIP's best of n) the fraction judged
     correct on seen, held-out and all pairs; also samples per second (sampling and decoding
@@ -216,7 +216,7 @@ def judged_rows(ev: dict, vqgan_clip: dict | None = None) -> dict[str, dict[str,
     """Return the bars that compare the token model with VQGAN+CLIP, for `plots.judged_bars`:
     {label: {judge: fraction}} for the first sample and the best of n (by one CLIP, where
     `evaluate_dalle` had several, and by all), seen and held-out pairs apart, then VQGAN+CLIP's
-    cached benchmark (`zoo.vqgan_clip_results()`) judged on its pairs."""
+    cached benchmark (`tiny_generators.vqgan_clip_results()`) judged on its pairs."""
     ways = {
         "first": "first sample",
         "reranked_one": "best of n, one CLIP",

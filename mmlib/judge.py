@@ -1,6 +1,6 @@
 """Judging generated pictures twice, so a generator cannot pass by fooling its own CLIP.
 
-1. The *judge CLIP* (`mmlib.zoo`, "judge-clip"): another seed, trained on all pairs.
+1. The *judge CLIP* (`mmlib.tiny_models`, "judge-clip"): another seed, trained on all pairs.
 2. A supervised *shape/colour classifier*: a small CNN trained on rendered shapes-world
    pictures with their true labels, accurate on fresh renders (`classifier_accuracy`).
 

@@ -4,8 +4,9 @@ result it caches, in one place.
 A recipe is a model's architecture, how it is trained and how it is sampled. The values are the
 defaults of each lesson's own config (`ClipTrainConfig`, `VQGANTrainConfig`, `DalleTrainConfig`,
 ...), where a comment says why each is what it is; this module names which of them make the
-course's models, and `mmlib.zoo` makes and caches each model under a hash of its recipe. What
-the recipes measure is in the shipped spreads (mmlib/data/spread/) and docs/*-recipe.md.
+course's models, and `mmlib.tiny_models` and `mmlib.tiny_generators` make and cache each model
+under a hash of its recipe. What the recipes measure is in the shipped spreads
+(mmlib/data/spread/) and docs/*-recipe.md.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def latents_to_pictures(decoder, vqgan, x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class UnCLIP:
     """The four parts of unCLIP: the CLIP (model, preprocess, tokenizer), the prior, the decoder
-    and the VQGAN that turns latents into pictures (`zoo.get_unclip()` gives the course's)."""
+    and the VQGAN that turns latents into pictures (`tiny_generators.get_unclip()` gives the course's)."""
 
     clip: tuple
     prior: VectorDenoiser
@@ -285,7 +285,7 @@ def evaluate_unclip(
 ) -> dict:
     """Return the judges' verdicts on n pictures per benchmark pair for each way of feeding the
     decoder (WAYS), {way: {judge: {"seen", "heldout", "all"}}}, plus "pictures" {way: (pairs,
-    n, 3, H, W)}, "pairs" and "n". `judges` = (judge CLIP, classifier), as `zoo.get_judges()` gives."""
+    n, 3, H, W)}, "pairs" and "n". `judges` = (judge CLIP, classifier), as `tiny_models.get_judges()` gives."""
     unknown = [w for w in ways if w not in WAYS]
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -40,7 +40,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tokenizer():
     """The tiny CLIPs' tokenizer (the token transformer reads captions with it)."""
-    from mmlib.zoo import tiny_tokenizer
+    from mmlib.tiny_models import tiny_tokenizer
 
     return tiny_tokenizer()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mmlib import recipes, zoo
+from mmlib import recipes, tiny_models
 from mmlib.clip import encode_images, encode_texts, similarity
 from mmlib.store.clip_loading import load_clip
 from mmlib.store.weights import WeightsNotFoundError
@@ -19,13 +19,15 @@ from mmlib.world_data import ShapesWorld
 def _tiny_local_dir(folder, seed=0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**json.loads(json.dumps(recipes.TINY_CLIP_CONFIG["model_cfg"])))
-    zoo.save_tiny_clip(folder, model, {"trained": False})
+    tiny_models.save_tiny_clip(folder, model, {"trained": False})
     return model
 
 
 def untrained_tiny():
     """The tiny config with random weights, through the same local-dir path (no training)."""
-    return load_clip(f"local-dir:{zoo.tiny_clip_dir('tiny-clip', train=False)}", device="cpu")
+    return load_clip(
+        f"local-dir:{tiny_models.tiny_clip_dir('tiny-clip', train=False)}", device="cpu"
+    )
 
 
 def test_tiny_config_loads_untrained_and_says_so(tmp_home, caplog):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlib import contrastive, recipes, zoo
+from mmlib import contrastive, recipes, tiny_models
 from mmlib.contrastive import ClipTrainConfig, clip_loss, train_clip
 from mmlib.store.checkpoints import load_checkpoint, read_step
 from mmlib.training import NonFiniteLossError
@@ -32,7 +32,7 @@ def small_clip(seed=0):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg["model_cfg"])
     model.visual.preprocess_cfg = cfg["preprocess_cfg"]
-    return model, zoo.tiny_tokenizer()
+    return model, tiny_models.tiny_tokenizer()
 
 
 @pytest.mark.parametrize("n,d", [(1, 4), (5, 16), (64, 128)])

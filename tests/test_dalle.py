@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from mmlib import dalle, dalle_training, judge, toyworld
+from mmlib import dalle, dalle_training, judge, tiny_models, toyworld
+from mmlib.tiny_models import tiny_tokenizer
 from mmlib.transformer import TokenTransformer, TransformerConfig, load_transformer
 from mmlib.vqgan import VQGAN, decode_tokens
 from mmlib.vqgan_training import TINY_VQGAN
-from mmlib.zoo import tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,7 +78,7 @@ def test_rerank_keeps_the_samples_clip_scores_highest(tiny_clip):
 def test_evaluate_dalle_measures_every_draw_and_both_ways_of_re_ranking(
     model, vqgan, tiny_clip, prepared
 ):
-    judges = prepared.get_judges(device="cpu")
+    judges = tiny_models.get_judges(device="cpu")
     pairs = [judge.benchmark_pairs()[0], toyworld.HELD_OUT_PAIRS[0]]
     ev = dalle.evaluate_dalle(
         model,

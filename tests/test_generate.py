@@ -78,10 +78,10 @@ def test_spherical_distance_and_the_stop_of_a_prompt():
 
 @pytest.fixture(scope="module")
 def small_models():
-    from mmlib import zoo
+    from mmlib import tiny_models
 
     torch.manual_seed(0)
-    clip = zoo.new_tiny_clip(0).eval(), None, zoo.tiny_tokenizer()
+    clip = tiny_models.new_tiny_clip(0).eval(), None, tiny_models.tiny_tokenizer()
     return VQGAN(**TINY_VQGAN).eval(), clip
 
 

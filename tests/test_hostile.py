@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmlib import search, toyworld, zoo
+from mmlib import search, tiny_models, toyworld
 from mmlib.clip import encode_images, image_tensor
 from mmlib.images import ImageLoadError, load_image, scan_images
 from mmlib.search import ImageIndex, ModelMismatchError
@@ -210,7 +210,7 @@ def test_a_deleted_folder_leaves_the_index_and_its_results_are_still_drawn(
 
 def test_the_index_knows_its_model_by_its_weights_not_its_name(tiny_clip, tmp_path):
     folder = tmp_path / "model"
-    zoo.save_tiny_clip(folder, tiny_clip.model, {})
+    tiny_models.save_tiny_clip(folder, tiny_clip.model, {})
     ImageIndex(tmp_path / "idx", tiny_clip)
     same = load_clip(f"local-dir:{folder}", device="cpu")  # same weights, another name
     ImageIndex(tmp_path / "idx", same)
@@ -281,7 +281,9 @@ def test_image_tensors_that_cannot_be_pictures_are_refused(bad, message):
 
 
 def test_encode_images_refuses_a_0x0_picture_and_scales_integer_tensors(tmp_home):
-    model, preprocess, _ = load_clip(f"local-dir:{zoo.tiny_clip_dir(train=False)}", device="cpu")
+    model, preprocess, _ = load_clip(
+        f"local-dir:{tiny_models.tiny_clip_dir(train=False)}", device="cpu"
+    )
     with pytest.raises(ValueError, match="empty"):
         encode_images(model, None, [Image.new("RGB", (0, 0))], progress=False)
     x = torch.rand(2, 3, 32, 32)
@@ -292,7 +294,9 @@ def test_encode_images_refuses_a_0x0_picture_and_scales_integer_tensors(tmp_home
 
 
 def test_class_lists_and_templates_that_cannot_work_are_refused(tmp_home):
-    model, preprocess, tok = load_clip(f"local-dir:{zoo.tiny_clip_dir(train=False)}", device="cpu")
+    model, preprocess, tok = load_clip(
+        f"local-dir:{tiny_models.tiny_clip_dir(train=False)}", device="cpu"
+    )
     with pytest.raises(ValueError, match="list of names"):
         build_classifier(model, tok, "red star")
     with pytest.raises(ValueError, match="class name 0"):
@@ -310,7 +314,7 @@ def test_class_lists_and_templates_that_cannot_work_are_refused(tmp_home):
 
 
 def test_a_model_folder_with_missing_cut_or_html_weights_never_loads_random_weights(tmp_home):
-    folder = zoo.tiny_clip_dir(train=False)
+    folder = tiny_models.tiny_clip_dir(train=False)
     weights = folder / "open_clip_model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])  # a download cut short

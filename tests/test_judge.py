@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmlib import judge, toyworld, world_data, zoo
+from mmlib import judge, tiny_models, toyworld, world_data
 from mmlib.store.checkpoints import read_model_dir
 
 
@@ -16,8 +16,8 @@ def test_the_classifier_learns_shapes_and_colours_from_a_short_training():
 
 
 def test_the_prepared_judges_recognise_fresh_renders(prepared):
-    clip, classifier = zoo.get_judges(device="cpu")
-    assert read_model_dir(zoo.judge_classifier_dir())["accuracy"] >= 0.99
+    clip, classifier = tiny_models.get_judges(device="cpu")
+    assert read_model_dir(tiny_models.judge_classifier_dir())["accuracy"] >= 0.99
     data = world_data.PairImages(per_pair=1, seed=77)
     images = torch.stack([data[i][0] for i in range(len(data))])
     verdict = judge.judge(images, data.pairs, clip, classifier)

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from mmlib import __version__, zoo
-from mmlib.store import packs
+from mmlib import __version__, tiny_generators, tiny_models, zoo
+from mmlib.store import model_cache, packs
 from mmlib.store.checkpoints import model_dir_complete
 from mmlib.store.fetch import DownloadError
 from mmlib.tools.cli import main
@@ -191,8 +191,8 @@ def test_the_commands_export_and_import_and_report_errors_in_one_line(
 
 def test_no_training_mode_refuses_to_train_and_says_what_to_do(tmp_home, monkeypatch):
     monkeypatch.setenv("MMLIB_NO_TRAINING", "1")
-    with pytest.raises(zoo.NotPreparedError, match="mmlib zoo import"):
-        zoo.tiny_vqgan_dir()
+    with pytest.raises(model_cache.NotPreparedError, match="mmlib zoo import"):
+        tiny_models.tiny_vqgan_dir()
 
 
 @pytest.mark.slow
@@ -207,8 +207,8 @@ def test_the_prepared_models_travel_in_a_pack_and_load_without_training(
     monkeypatch.setenv("MMLIB_NO_TRAINING", "1")  # anything missing would fail, not train
     assert zoo.missing_models() == []
     assert zoo.get_clip("tiny", device="cpu").model is not None
-    assert zoo.get_dalle(device="cpu").config.n_image == 64
-    assert len(zoo.vqgan_clip_results()["prompts"]) == 20
+    assert tiny_generators.get_dalle(device="cpu").config.n_image == 64
+    assert len(tiny_generators.vqgan_clip_results()["prompts"]) == 20
     for name, folder in zoo.tiny_folders().items():
         assert model_dir_complete(folder), name
     shutil.rmtree(fresh)

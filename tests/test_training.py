@@ -7,7 +7,15 @@ from dataclasses import fields, replace
 
 import torch
 
-from mmlib import dalle, dalle_training, judge, recipes, unclip_training, zoo
+from mmlib import (
+    dalle,
+    dalle_training,
+    judge,
+    recipes,
+    tiny_generators,
+    tiny_models,
+    unclip_training,
+)
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.training import BOOKKEEPING
 from mmlib.transformer import TransformerConfig
@@ -34,9 +42,14 @@ def test_clip_weights_do_not_depend_on_logging_evaluation_or_checkpoints(tmp_pat
     busy = replace(base, eval_every=1, eval_per_pair=1, **BUSY)
     models = []
     for config, folder in ((base, None), (busy, tmp_path)):
-        models.append(zoo.new_tiny_clip(0))  # seeds torch's global RNG too
+        models.append(tiny_models.new_tiny_clip(0))  # seeds torch's global RNG too
         history = train_clip(
-            models[-1], zoo.tiny_tokenizer(), config, folder=folder, progress=False, device="cpu"
+            models[-1],
+            tiny_models.tiny_tokenizer(),
+            config,
+            folder=folder,
+            progress=False,
+            device="cpu",
         )
     assert history.last("zeroshot_seen") is not None  # the busy run did evaluate between steps
     assert_same_weights(*models)
@@ -44,12 +57,12 @@ def test_clip_weights_do_not_depend_on_logging_evaluation_or_checkpoints(tmp_pat
 
 def test_a_clip_run_resumes_with_other_bookkeeping_to_the_same_weights(tmp_path):
     config = ClipTrainConfig(steps=4, batch_size=8, warmup=1, eval_every=0, checkpoint_every=2)
-    straight = zoo.new_tiny_clip(0)
-    train_clip(straight, zoo.tiny_tokenizer(), config, progress=False, device="cpu")
-    half = zoo.new_tiny_clip(0)
+    straight = tiny_models.new_tiny_clip(0)
+    train_clip(straight, tiny_models.tiny_tokenizer(), config, progress=False, device="cpu")
+    half = tiny_models.new_tiny_clip(0)
     train_clip(
         half,
-        zoo.tiny_tokenizer(),
+        tiny_models.tiny_tokenizer(),
         replace(config, steps=2),
         folder=tmp_path,
         progress=False,
@@ -58,10 +71,10 @@ def test_a_clip_run_resumes_with_other_bookkeeping_to_the_same_weights(tmp_path)
     state = json.loads((tmp_path / "state.json").read_text())
     state["config"]["steps"] = 4  # as if the 4-step run had stopped after step 2
     (tmp_path / "state.json").write_text(json.dumps(state))
-    resumed = zoo.new_tiny_clip(5)  # other weights: the checkpoint must replace them
+    resumed = tiny_models.new_tiny_clip(5)  # other weights: the checkpoint must replace them
     other = replace(config, eval_every=1, eval_per_pair=1, log_every=3, checkpoint_every=1)
     history = train_clip(
-        resumed, zoo.tiny_tokenizer(), other, folder=tmp_path, progress=False, device="cpu"
+        resumed, tiny_models.tiny_tokenizer(), other, folder=tmp_path, progress=False, device="cpu"
     )
     assert history.records[0]["step"] == 0 and history.last("zeroshot_seen") is not None
     assert_same_weights(straight, resumed)
@@ -82,7 +95,7 @@ def test_vqgan_weights_do_not_depend_on_logging_evaluation_or_checkpoints(tmp_pa
 
 def test_token_model_weights_do_not_depend_on_logging_or_checkpoints(tmp_path):
     small = TransformerConfig(n_layer=1, n_head=2, n_embd=32, dropout=0.1)  # dropout draws
-    tokenizer = zoo.tiny_tokenizer()
+    tokenizer = tiny_models.tiny_tokenizer()
     captions = dalle.new_model(tokenizer, small).encode_captions(["a red star"] * 8)
     data = (captions, torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(1)))
     base = dalle_training.DalleTrainConfig(steps=4, batch_size=4, warmup=1)
@@ -98,11 +111,11 @@ def test_token_model_weights_do_not_depend_on_logging_or_checkpoints(tmp_path):
 def test_the_zoo_keys_ignore_bookkeeping(monkeypatch):
     def keys():
         return [
-            zoo._clip_folder("tiny-clip").name,
-            zoo._vqgan_folder().name,
-            zoo._dalle_folder().name,
-            zoo._unclip_folder("unclip-prior").name,
-            zoo._unclip_folder("unclip-decoder").name,
+            tiny_models.clip_folder("tiny-clip").name,
+            tiny_models.vqgan_folder().name,
+            tiny_generators.dalle_folder().name,
+            tiny_generators.unclip_folder("unclip-prior").name,
+            tiny_generators.unclip_folder("unclip-decoder").name,
         ]
 
     before = keys()

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mmlib import diffusion, recipes, unclip, unclip_training, zoo
+from mmlib import diffusion, recipes, tiny_generators, tiny_models, unclip, unclip_training, zoo
 from mmlib.tools.prepare import PREPARE_STEPS
 
 SMALL_UNET = diffusion.UNetConfig(channels=32, width=16, cond_dim=128, heads=2)
@@ -20,7 +20,7 @@ def parts():
     """An untrained tiny CLIP and VQGAN (the shapes are what matter here) and 16 scenes' data."""
     from mmlib.vqgan_training import new_tiny_vqgan
 
-    clip = (zoo.new_tiny_clip(0).eval(), None, zoo.tiny_tokenizer())
+    clip = (tiny_models.new_tiny_clip(0).eval(), None, tiny_models.tiny_tokenizer())
     vqgan = new_tiny_vqgan(0).eval()
     return clip, vqgan, unclip_training.scene_data(clip, 16, seed=0, vqgan=vqgan)
 
@@ -159,7 +159,7 @@ def test_the_course_unclip_orders_the_ways_as_the_paper_and_its_oracle_draws_the
     # what any unCLIP meeting the goals does (mmlib/data/spread/unclip.json has the spread)
     from mmlib import judge
 
-    model, judges = prepared.get_unclip(device="cpu"), prepared.get_judges(device="cpu")
+    model, judges = tiny_generators.get_unclip(device="cpu"), tiny_models.get_judges(device="cpu")
     pairs = judge.benchmark_pairs()[:12]  # the seen pairs of prompt set 0
     ev = unclip.evaluate_unclip(model, judges, pairs=pairs, n=2, seed=0)
     for name in ("judge_clip", "classifier"):

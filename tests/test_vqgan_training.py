@@ -67,9 +67,9 @@ def test_vqgan_training_runs_with_the_discriminator_and_resumes_exactly(tmp_path
 
 
 def test_the_prepared_tiny_vqgan_reconstructs_held_out_images(prepared):
-    from mmlib import zoo
+    from mmlib import tiny_models, zoo
 
-    info = zoo.tiny_vqgan_info()
+    info = tiny_models.tiny_vqgan_info()
     assert info["psnr"] >= 24 and info["codebook_used"] >= 0.5
     model = zoo.get_vqgan("tiny")
     ev = vt.evaluate_vqgan(model, n=64, seed=99)

@@ -102,10 +102,10 @@ def test_search_widget_fills_the_gallery(tiny_clip, tmp_path):
 
 
 def test_generate_widget_runs_in_the_background_and_stop_really_stops():
-    from mmlib import zoo
+    from mmlib import tiny_models
 
     torch.manual_seed(0)
-    clip = zoo.new_tiny_clip(0).eval(), None, zoo.tiny_tokenizer()
+    clip = tiny_models.new_tiny_clip(0).eval(), None, tiny_models.tiny_tokenizer()
     vqgan = VQGAN(**TINY_VQGAN).eval()
     w = widgets.GenerateWidget(vqgan, [clip], g.GenerateConfig(steps=3, cutn=2), preview_every=1)
     w.start.click()

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmlib import zoo
+from mmlib import tiny_models
 from mmlib.clip import encode_images
 from mmlib.contrastive import ClipTrainConfig, train_clip
+from mmlib.store import model_cache
 from mmlib.store.checkpoints import save_model_dir
 from mmlib.store.clip_loading import load_clip
 from mmlib.toyworld import render_image
@@ -32,9 +33,9 @@ def test_clip_training_with_worker_processes_trains_the_same_model_as_without():
     models = []
     for workers in (0, 1, 2):
         torch.manual_seed(0)
-        model = zoo.new_tiny_clip(0)
+        model = tiny_models.new_tiny_clip(0)
         config = ClipTrainConfig(steps=3, batch_size=8, eval_every=0, num_workers=workers)
-        train_clip(model, zoo.tiny_tokenizer(), config, progress=False, device="cpu")
+        train_clip(model, tiny_models.tiny_tokenizer(), config, progress=False, device="cpu")
         models.append(model.state_dict())
     for other in models[1:]:
         for name, value in models[0].items():
@@ -42,7 +43,9 @@ def test_clip_training_with_worker_processes_trains_the_same_model_as_without():
 
 
 def test_encode_images_with_worker_processes_gives_the_same_features(tmp_home, tmp_path):
-    model, preprocess, _ = load_clip(f"local-dir:{zoo.tiny_clip_dir(train=False)}", device="cpu")
+    model, preprocess, _ = load_clip(
+        f"local-dir:{tiny_models.tiny_clip_dir(train=False)}", device="cpu"
+    )
     world = ShapesWorld(12, seed=3)
     paths = []
     for i in range(12):
@@ -63,7 +66,7 @@ def _make_slowly(folder: str, log: str) -> None:
         time.sleep(1.0)
         save_model_dir(folder, {}, {"name": "slow"})
 
-    zoo._make_once(Path(folder), make)
+    model_cache.make_once(Path(folder), make)
 
 
 def test_two_processes_preparing_one_model_make_it_once(tmp_path):

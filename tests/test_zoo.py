@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mmlib import recipes, zoo
+from mmlib import recipes, tiny_models, zoo
 from mmlib.store.downloads import FULL_FILES, download_instructions, full_profile_status
 from mmlib.store.weights import WeightsNotFoundError, find_local_weights
 from mmlib.tools import prepare
@@ -10,15 +10,15 @@ from mmlib.tools.cli import main
 
 
 def test_tiny_clip_folder_is_a_local_dir_keyed_by_config_and_seed(tmp_home):
-    folder = zoo.tiny_clip_dir("tiny-clip", train=False)
+    folder = tiny_models.tiny_clip_dir("tiny-clip", train=False)
     assert folder.parent == tmp_home / "models"
     assert {"open_clip_config.json", "open_clip_model.safetensors", "mmlib.json"} <= {
         p.name for p in folder.iterdir()
     }
     assert json.loads((folder / "open_clip_config.json").read_text()) == recipes.TINY_CLIP_CONFIG
-    assert zoo.tiny_clip_dir("judge-clip", train=False) != folder  # other seed, other key
+    assert tiny_models.tiny_clip_dir("judge-clip", train=False) != folder  # other seed, other key
     with pytest.raises(ValueError, match="not a tiny model"):
-        zoo.tiny_clip_dir("huge-clip")
+        tiny_models.tiny_clip_dir("huge-clip")
 
 
 def test_full_profile_registry_lists_source_size_and_place(tmp_home):
@@ -74,11 +74,11 @@ def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatc
         {**recipes.TINY_CLIP_TRAINING, "steps": 2, "batch_size": 8, "eval_every": 0},
     )
     calls = []
-    real = zoo._make_tiny_clip
-    monkeypatch.setattr(zoo, "_make_tiny_clip", lambda *a: (calls.append(a), real(*a)))
+    real = tiny_models._make_tiny_clip
+    monkeypatch.setattr(tiny_models, "_make_tiny_clip", lambda *a: (calls.append(a), real(*a)))
     folders = []
     threads = [
-        threading.Thread(target=lambda: folders.append(zoo.tiny_clip_dir("tiny-clip")))
+        threading.Thread(target=lambda: folders.append(tiny_models.tiny_clip_dir("tiny-clip")))
         for _ in range(2)
     ]
     for t in threads:
@@ -92,10 +92,10 @@ def test_two_callers_at_once_train_the_tiny_model_only_once(tmp_home, monkeypatc
 
 def test_the_prepared_tiny_clip_learned_the_shapes_world(tiny_clip):
     """The course's tiny CLIP (trained by `mmlib zoo prepare`) really recognises shapes."""
-    info = zoo.tiny_clip_info("tiny-clip")
+    info = tiny_models.tiny_clip_info("tiny-clip")
     assert info["trained"] and info["split"] == "heldout"
     assert info["zeroshot_seen"] >= 0.9 and info["zeroshot_heldout"] >= 0.7
-    judge = zoo.tiny_clip_info("judge-clip")
+    judge = tiny_models.tiny_clip_info("judge-clip")
     assert judge["split"] == "all" and judge["seed"] != info["seed"]
     assert judge["zeroshot_seen"] >= 0.9
 

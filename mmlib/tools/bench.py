@@ -169,11 +169,11 @@ def _train_child(variant: str, steps: int, batch_size: int) -> dict:
     import open_clip
     import torch
 
-    from mmlib import zoo
+    from mmlib import tiny_models
     from mmlib.clip import tensor_transform
     from mmlib.contrastive import ClipTrainConfig, ShapesBatches, train_clip
 
-    model, tokenizer = zoo.new_tiny_clip(0), zoo.tiny_tokenizer()
+    model, tokenizer = tiny_models.new_tiny_clip(0), tiny_models.tiny_tokenizer()
     config = ClipTrainConfig(steps=steps, batch_size=batch_size, eval_every=0, warmup=2)
     start = time.perf_counter()
     if variant == "mmlib":
@@ -633,7 +633,7 @@ def _sampling_child(generator: str, pictures: int, threads: int) -> dict:
     batch; no best-of)."""
     import torch
 
-    from mmlib import dalle, generate, judge, unclip, zoo
+    from mmlib import dalle, generate, judge, tiny_generators, unclip, zoo
     from mmlib.transformer import sample
     from mmlib.vqgan import decode_tokens
 
@@ -641,11 +641,11 @@ def _sampling_child(generator: str, pictures: int, threads: int) -> dict:
     pairs = judge.benchmark_pairs()
     captions = [judge.benchmark_prompt(*pairs[i % len(pairs)]) for i in range(pictures)]
     if generator == "unCLIP":
-        model = zoo.get_unclip(device="cpu")
+        model = tiny_generators.get_unclip(device="cpu")
         tick = time.perf_counter()
         images = unclip.generate(model, captions)
     elif generator == "token model":
-        model, vqgan = zoo.get_dalle(device="cpu"), zoo.get_vqgan("tiny", device="cpu")
+        model, vqgan = tiny_generators.get_dalle(device="cpu"), zoo.get_vqgan("tiny", device="cpu")
         tick = time.perf_counter()
         images = decode_tokens(vqgan, sample(model, captions, n=1, **dalle.SAMPLING))
     else:

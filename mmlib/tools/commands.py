@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
 
-from mmlib import recipes, zoo
+from mmlib import recipes, tiny_models, zoo
 from mmlib.contrastive import ClipTrainConfig, train_clip
 from mmlib.dalle import SAMPLING, evaluate_dalle
 from mmlib.dalle_training import DalleTrainConfig, train_dalle
@@ -82,7 +82,7 @@ def train_clip_command(args) -> int:
         num_workers=args.workers,
     )
     out = Path(args.out)
-    model, tokenizer = zoo.new_tiny_clip(args.seed), zoo.tiny_tokenizer()
+    model, tokenizer = tiny_models.new_tiny_clip(args.seed), tiny_models.tiny_tokenizer()
     device = args.device or (
         f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() and world > 1 else None
     )
@@ -97,7 +97,7 @@ def train_clip_command(args) -> int:
             "zeroshot_heldout": zs["heldout"],
             "history": history.records,
         }
-        zoo.save_tiny_clip(out / "model", model, info)
+        tiny_models.save_tiny_clip(out / "model", model, info)
         print(
             f"zero-shot top-1: seen {zs['seen']:.3f}, held-out {zs['heldout']:.3f}; "
             f"model in {out / 'model'} (load_clip('local-dir:{out / 'model'}'))"
@@ -119,7 +119,7 @@ def train_vqgan_command(args) -> int:
     out = Path(args.out)
     with training_into(out):
         history = train_vqgan(
-            model, config, folder=out / "checkpoint", device=zoo.training_device()
+            model, config, folder=out / "checkpoint", device=tiny_models.training_device()
         )
     ev = evaluate_vqgan(model, n=512)
     info = {
@@ -148,7 +148,7 @@ def train_dalle_command(args) -> int:
         n_scenes=args.scenes,
         **world,
     )
-    dev = zoo.training_device()
+    dev = tiny_models.training_device()
     vqgan = zoo.get_vqgan("tiny", device=dev)
     out = Path(args.out)
     with training_into(out):
@@ -156,7 +156,7 @@ def train_dalle_command(args) -> int:
             TransformerConfig(),
             train_config,
             vqgan,
-            zoo.tiny_tokenizer(),
+            tiny_models.tiny_tokenizer(),
             folder=out / "checkpoint",
             device=dev,
         )
@@ -166,7 +166,7 @@ def train_dalle_command(args) -> int:
         model,
         vqgan,
         zoo.get_generation_clips("tiny", device=dev),
-        zoo.get_judges(dev),
+        tiny_models.get_judges(dev),
         draws=args.draws,
         **SAMPLING,
     )

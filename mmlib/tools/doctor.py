@@ -13,7 +13,7 @@ from importlib import metadata
 
 import torch
 
-from mmlib import zoo
+from mmlib import tiny_models, zoo
 from mmlib.env import apply_start_method, cache_dir, get_device, in_colab
 from mmlib.store.downloads import full_profile_status
 
@@ -56,7 +56,7 @@ def doctor_report(profile: str | None = None, cache: str | os.PathLike | None = 
         "torch build": torch_build(),
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none",
-        "tiny models train on": str(zoo.training_device()),
+        "tiny models train on": str(tiny_models.training_device()),
         "threads": torch.get_num_threads(),
         "worker start method": apply_start_method(),
         "colab": in_colab(),

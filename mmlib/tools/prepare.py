@@ -23,19 +23,20 @@ from mmlib.recipes import TINY_MODELS
 from mmlib.store.checkpoints import model_dir_complete
 from mmlib.store.downloads import FULL_FILES, download_full
 from mmlib.store.weights import WeightsNotFoundError
-from mmlib.zoo import (
+from mmlib.tiny_generators import (
     dalle_dir,
-    get_profile,
-    judge_classifier_dir,
-    tiny_bpe_path,
-    tiny_clip_dir,
-    tiny_folders,
-    tiny_vqgan_dir,
-    training_device,
     unclip_decoder_dir,
     unclip_prior_dir,
     vqgan_clip_results_dir,
 )
+from mmlib.tiny_models import (
+    judge_classifier_dir,
+    tiny_bpe_path,
+    tiny_clip_dir,
+    tiny_vqgan_dir,
+    training_device,
+)
+from mmlib.zoo import get_profile, tiny_folders
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from mmlib import recipes, zoo
+from mmlib import recipes, tiny_models, zoo
 from mmlib.env import cache_dir
 from mmlib.spread import (
     CLIP_GOALS,
@@ -107,7 +107,7 @@ def _clip_run(seed: int, split: str, steps: int | None = None) -> dict:
     recipe = {**recipes.TINY_CLIP_TRAINING, "seed": seed, "split": split, "eval_every": 0}
     if steps:
         recipe["steps"] = steps
-    model, tokenizer = zoo.new_tiny_clip(seed), zoo.tiny_tokenizer()
+    model, tokenizer = tiny_models.new_tiny_clip(seed), tiny_models.tiny_tokenizer()
     start = time.perf_counter()
     history = train_clip(model, tokenizer, ClipTrainConfig(**recipe), progress=False, device="cpu")
     zs = evaluate_shapes(model, None, tokenizer, per_pair=20, seed=4321, device="cpu", split=split)
@@ -172,7 +172,7 @@ def _generate_run(seed: int, prompt_set: int, steps: int | None = None, prompts:
     run = generate.run_benchmark(
         zoo.get_vqgan("tiny", device="cpu"),
         zoo.get_generation_clips("tiny", device="cpu"),
-        zoo.get_judges(device="cpu"),
+        tiny_models.get_judges(device="cpu"),
         pairs,
         config,
         best_of=recipes.VQGAN_CLIP_BEST_OF,
@@ -236,9 +236,17 @@ def _dalle_run(
     training = dalle_training.DalleTrainConfig(seed=seed, **({"steps": steps} if steps else {}))
     vqgan = zoo.get_vqgan("tiny", device="cpu")
     model, history = dalle_training.train_dalle(
-        TransformerConfig(), training, vqgan, zoo.tiny_tokenizer(), progress=False, device="cpu"
+        TransformerConfig(),
+        training,
+        vqgan,
+        tiny_models.tiny_tokenizer(),
+        progress=False,
+        device="cpu",
     )
-    clips, judges = zoo.get_generation_clips("tiny", device="cpu"), zoo.get_judges(device="cpu")
+    clips, judges = (
+        zoo.get_generation_clips("tiny", device="cpu"),
+        tiny_models.get_judges(device="cpu"),
+    )
     rows = []
     for p in prompt_sets:
         for s in sampling_seeds:
@@ -356,7 +364,7 @@ def _unclip_run(
         clip, vqgan, decoder_config, progress=False, device="cpu"
     )
     model = unclip.UnCLIP(clip, prior, decoder, vqgan)
-    judges = zoo.get_judges(device="cpu")
+    judges = tiny_models.get_judges(device="cpu")
     rows = []
     for p in prompt_sets:
         pairs = judge.benchmark_pairs(prompt_set=p)
