@@ -1,4 +1,6 @@
-"""Matplotlib figures the notebooks show. Each returns its Figure; colour maps are colour-blind safe."""
+"""Matplotlib figures of results the notebooks show: pictures, curves, bars, heatmaps, spreads.
+Each returns its Figure; colour maps are colour-blind safe. Figures that explain how a model
+works (a token grid, an attention mask, a noise schedule, DALL-E 2's pipeline): `mmlib.diagrams`."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from mmlib.images import load_image
 SEQUENTIAL_CMAP = "viridis"  # perceptually uniform and colour-blind safe
 
 
-def _numpy(values) -> np.ndarray:
+def as_numpy(values) -> np.ndarray:
     """Return a tensor (any device, with or without grad) or an array-like as a numpy array."""
     return np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
 
 
-def _thumb(image) -> np.ndarray:
+def as_picture(image) -> np.ndarray:
+    """Return a picture (PIL image, tensor (3, H, W) or (H, W, 3) in [0, 1], or array) as an
+    (H, W, 3) array imshow can show."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, torch.Tensor):
@@ -38,7 +42,7 @@ def similarity_heatmap(
     annotate: bool = True,
 ):
     """Return a figure of the (images x texts) similarity matrix with thumbnails and captions."""
-    sims = _numpy(sims)
+    sims = as_numpy(sims)
     if sims.ndim != 2:
         raise ValueError(f"sims must be a 2-D matrix, got shape {sims.shape}")
     n_img, n_txt = sims.shape
@@ -63,7 +67,7 @@ def similarity_heatmap(
     ax.set_yticklabels([] if images is not None else range(n_img))
     if images is not None:
         for i, image in enumerate(images):
-            ax.imshow(_thumb(image), extent=(-1.45, -0.55, i + 0.45, i - 0.45), aspect="auto")
+            ax.imshow(as_picture(image), extent=(-1.45, -0.55, i + 0.45, i - 0.45), aspect="auto")
         ax.set_xlim(-1.5, n_txt - 0.5)
         ax.set_ylim(n_img - 0.5, -0.5)
     ax.set_xlabel("text")
@@ -91,7 +95,7 @@ def image_grid(
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
-            ax.imshow(_thumb(images[k]))
+            ax.imshow(as_picture(images[k]))
             if titles is not None:
                 ax.set_title(titles[k], fontsize=7)
     if title:
@@ -116,7 +120,7 @@ def image_rows(rows: Mapping[str, Sequence], title: str | None = None, size: flo
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if k < len(images):
-                ax.imshow(_thumb(images[k]))
+                ax.imshow(as_picture(images[k]))
         axrow[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title)
@@ -171,7 +175,7 @@ def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str =
         gridspec_kw={"width_ratios": [1, 2][-ncols:]},
     )
     if image is not None:
-        axes[0, 0].imshow(_thumb(image))
+        axes[0, 0].imshow(as_picture(image))
         axes[0, 0].axis("off")
     ax = axes[0, -1]
     ax.barh([labels[i] for i in order], [probs[i] for i in order], color="#0072B2")
@@ -180,40 +184,6 @@ def probability_bars(labels: Sequence[str], probs: Sequence[float], title: str =
     ax.set_xlim(0, 1)
     ax.set_xlabel("probability")
     ax.set_title(title or "Zero-shot class probabilities")
-    fig.tight_layout()
-    return fig
-
-
-def token_grid(image, indices, title: str = "The token grid", annotate: bool = True):
-    """Return a figure of `image` with the VQGAN token grid drawn over it and each token's index."""
-    arr = _thumb(image)
-    idx = _numpy(indices)
-    if idx.ndim != 2:
-        raise ValueError(f"indices must be a 2-D token grid, got shape {idx.shape}")
-    h, w = arr.shape[:2]
-    gh, gw = idx.shape
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(arr, extent=(0, w, h, 0), interpolation="nearest")
-    for k in range(1, gw):
-        ax.axvline(k * w / gw, color="white", lw=0.8, alpha=0.8)
-    for k in range(1, gh):
-        ax.axhline(k * h / gh, color="white", lw=0.8, alpha=0.8)
-    if annotate:
-        for r in range(gh):
-            for c in range(gw):
-                ax.text(
-                    (c + 0.5) * w / gw,
-                    (r + 0.5) * h / gh,
-                    str(idx[r, c]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white",
-                    bbox={"facecolor": "black", "alpha": 0.45, "pad": 0.5, "lw": 0},
-                )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -283,7 +253,7 @@ def confusion_matrix(
 ):
     """Return a figure of a (true class x predicted class) confusion matrix, one row and one
     column per class name, with a colour bar saying what the counts are (`value_label`)."""
-    confusion = _numpy(confusion).astype(float)
+    confusion = as_numpy(confusion).astype(float)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
         raise ValueError(
             f"confusion must be a square (true x predicted) matrix, got shape {confusion.shape}"
@@ -330,7 +300,7 @@ def hits_grid(hits: Sequence, title: str | None = None, ncols: int = 5, size: fl
 def codebook_usage(counts: torch.Tensor | np.ndarray, title: str | None = None):
     """Return bars of how often each codebook entry is used, most used first (a VQGAN's
     codebook: a healthy one uses many codes, a collapsed one a handful)."""
-    counts = _numpy(counts)
+    counts = as_numpy(counts)
     if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
         raise ValueError("counts must be a non-empty 1-D array of non-negative counts")
     ordered = np.sort(counts)[::-1]
@@ -390,74 +360,6 @@ def spread(
     return fig
 
 
-def attention_mask(mask: torch.Tensor | np.ndarray, n_text: int, title: str | None = None):
-    """Return a picture of an attention mask (True/1: the row's position may attend to the
-    column's), with the boundary between the `n_text` text positions and the image ones."""
-    mask = _numpy(mask)
-    if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or not 0 < n_text < len(mask):
-        raise ValueError(
-            f"need a square mask and 0 < n_text < its size; got {mask.shape}, n_text={n_text}"
-        )
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.imshow(mask.astype(float), cmap="Blues", vmin=0, vmax=1)
-    ax.axhline(n_text - 0.5, color="#E69F00")
-    ax.axvline(n_text - 0.5, color="#E69F00")
-    ax.set_xlabel("attends to position (text | image)")
-    ax.set_ylabel("position (text above the orange line, image below)")
-    ax.set_title(title or "Causal mask: blue = may attend")
-    fig.tight_layout()
-    return fig
-
-
-def dalle2_diagram():
-    """Return a figure of how DALL-E 2 (unCLIP) connects its pieces: caption -> CLIP text
-    encoder -> prior -> CLIP image embedding -> diffusion decoder (64 x 64) -> two diffusion
-    upsamplers (256, then 1,024), after Ramesh et al. 2022, Fig. 2."""
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
-    boxes = [
-        ('caption\n"a red star"', 0.0, 1.0, "#FFFFFF"),
-        ("CLIP text\nencoder (frozen)", 1.6, 1.0, "#56B4E9"),
-        ("prior\n(diffusion or\nautoregressive)", 3.2, 1.0, "#E69F00"),
-        ("CLIP image\nembedding", 4.8, 1.0, "#56B4E9"),
-        ("decoder\n(diffusion,\nmodified GLIDE)", 6.4, 1.0, "#009E73"),
-        ("64 x 64\npicture", 6.4, -0.4, "#FFFFFF"),
-        ("upsampler\nto 256 x 256", 4.8, -0.4, "#009E73"),
-        ("upsampler\nto 1,024 x 1,024", 3.2, -0.4, "#009E73"),
-    ]
-    fig, ax = plt.subplots(figsize=(10, 3.4))
-    centre = {}
-    for text, x, y, colour in boxes:
-        ax.add_patch(
-            FancyBboxPatch((x, y), 1.3, 0.8, boxstyle="round,pad=0.05", fc=colour, ec="black", lw=1)
-        )
-        ax.text(x + 0.65, y + 0.4, text, ha="center", va="center", fontsize=8)
-        centre[text] = (x, y)
-    order = [b[0] for b in boxes]
-    for a, b in zip(order, order[1:], strict=False):
-        (xa, ya), (xb, yb) = centre[a], centre[b]
-        if ya == yb:
-            start = (xa + 1.35, ya + 0.4) if xb > xa else (xa - 0.05, ya + 0.4)
-            end = (xb - 0.05, yb + 0.4) if xb > xa else (xb + 1.35, yb + 0.4)
-        else:
-            start, end = (xa + 0.65, ya - 0.05), (xb + 0.65, yb + 0.85)
-        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12))
-    ax.text(
-        4.05,
-        2.05,
-        "the caption also conditions the decoder",
-        ha="center",
-        fontsize=7,
-        style="italic",
-    )
-    ax.set_xlim(-0.2, 7.9)
-    ax.set_ylim(-0.6, 2.3)
-    ax.axis("off")
-    ax.set_title("DALL-E 2 (unCLIP): text -> CLIP image embedding -> picture")
-    fig.tight_layout()
-    return fig
-
-
 def picture_and_loss(
     image, losses: Sequence[float], title: str = "", loss_title: str = "The loss while optimising"
 ):
@@ -468,7 +370,7 @@ def picture_and_loss(
         raise ValueError("losses is empty: nothing to plot (did the optimisation run?)")
     if not all(np.isfinite(losses)):
         raise ValueError("losses must be finite numbers; the run stopped on a NaN or inf loss")
-    arr = _thumb(image)
+    arr = as_picture(image)
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
         raise ValueError(f"image must be one picture (3, H, W), got shape {tuple(image.shape)}")
     fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3), gridspec_kw={"width_ratios": [1, 1.4]})
@@ -480,32 +382,5 @@ def picture_and_loss(
     right.set_ylabel("loss")
     right.set_title(loss_title)
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def noising(alpha_bar, pictures: Sequence, steps: Sequence[int], title: str | None = None):
-    """Return a figure of a noise schedule: left, how much signal (sqrt(alpha_bar)) and noise
-    (sqrt(1 - alpha_bar)) a step keeps; right, a picture noised at `steps` (one per step)."""
-    alpha_bar = _numpy(alpha_bar)
-    if len(pictures) != len(steps) or not steps:
-        raise ValueError(f"{len(pictures)} pictures for {len(steps)} steps")
-    fig = plt.figure(figsize=(4.2 + 1.2 * len(steps), 2.8))
-    grid = fig.add_gridspec(1, 2, width_ratios=[3.2, 1.2 * len(steps)])
-    ax = fig.add_subplot(grid[0])
-    t = np.arange(len(alpha_bar))
-    ax.plot(t, np.sqrt(alpha_bar), "-", label="signal  sqrt(alpha_bar)")
-    ax.plot(t, np.sqrt(1 - alpha_bar), "--", label="noise  sqrt(1 - alpha_bar)")
-    ax.set_xlabel("step t")
-    ax.set_ylabel("weight in x_t")
-    ax.legend(fontsize=7)
-    row = grid[1].subgridspec(1, len(steps))
-    for k, (picture, step) in enumerate(zip(pictures, steps, strict=True)):
-        a = fig.add_subplot(row[k])
-        a.imshow(_thumb(picture))
-        a.set_title(f"t = {step}", fontsize=8)
-        a.axis("off")
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmlib import plots
+from mmlib import diagrams, plots
 from mmlib.plots import SEQUENTIAL_CMAP, confusion_matrix, hits_grid
 
 CLASSES = ["red star", "blue circle", "green square"]
@@ -97,16 +97,16 @@ def test_codebook_usage_spread_and_the_dalle2_diagram_draw_and_refuse_bad_input(
     assert "mean 91%" in texts and "mean 70%" in texts
     with pytest.raises(ValueError, match="no \\['missing'\\]"):
         plots.spread(rows, ["missing"], "split")
-    assert len(plots.dalle2_diagram().axes[0].patches) >= 8
+    assert len(diagrams.dalle2_diagram().axes[0].patches) >= 8
 
 
 def test_attention_mask_draws_a_causal_mask_and_refuses_a_wrong_one():
     mask = torch.ones(6, 6).tril().bool()
-    fig = plots.attention_mask(mask, n_text=2)
+    fig = diagrams.attention_mask(mask, n_text=2)
     assert fig.axes[0].images[0].get_array().shape == (6, 6)
     for bad, n_text in ((torch.ones(3, 4), 1), (mask, 0), (mask, 6)):
         with pytest.raises(ValueError, match="square mask"):
-            plots.attention_mask(bad, n_text)
+            diagrams.attention_mask(bad, n_text)
 
 
 def test_picture_and_loss_shows_the_picture_and_every_step_s_loss():
@@ -138,9 +138,9 @@ def test_image_rows_label_each_row_once_and_refuse_an_empty_row():
 
 def test_noising_draws_the_schedule_and_one_picture_per_step():
     alpha_bar = torch.linspace(1, 0, 100)
-    fig = plots.noising(alpha_bar, [torch.rand(3, 8, 8)] * 3, [0, 50, 99], title="schedule")
+    fig = diagrams.noising(alpha_bar, [torch.rand(3, 8, 8)] * 3, [0, 50, 99], title="schedule")
     curves = fig.axes[0]
     assert len(curves.lines) == 2 and curves.get_xlabel() == "step t"
     assert [ax.get_title() for ax in fig.axes[1:]] == ["t = 0", "t = 50", "t = 99"]
     with pytest.raises(ValueError, match="2 pictures for 3 steps"):
-        plots.noising(alpha_bar, [torch.rand(3, 8, 8)] * 2, [0, 50, 99])
+        diagrams.noising(alpha_bar, [torch.rand(3, 8, 8)] * 2, [0, 50, 99])
