@@ -63,24 +63,32 @@ def finite_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mmlib.contrastive import ClipTrainConfig
-    from mmlib.dalle import BENCHMARK_DRAWS
-    from mmlib.dalle_training import DalleTrainConfig
-    from mmlib.generate import GenerateConfig
-    from mmlib.recipes import generation_settings
-    from mmlib.tools.bench import BENCHES
-
+    """The `mmlib` parser: one builder per command, called in the order `--help` lists them."""
     p = argparse.ArgumentParser(prog="mmlib", description="The mmlib course's command line.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_doctor(sub)
+    _add_course(sub)
+    _add_zoo(sub)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_search(sub)
+    _add_bench(sub)
+    return p
 
+
+def _add_doctor(sub) -> None:
     doc = sub.add_parser("doctor", help="print versions, device, profile, cache dir and weights")
     doc.add_argument("--profile", default=None)
 
+
+def _add_course(sub) -> None:
     course = sub.add_parser("course", help="execute every notebook in order into build/")
     course.add_argument("--profile", default="tiny")
     course.add_argument("--out", default="build")
 
+
+def _add_zoo(sub) -> None:
     zoo = sub.add_parser("zoo", help="prepare, download, export or import the models")
     zsub = zoo.add_subparsers(dest="zoo_command", required=True)
     prep = zsub.add_parser("prepare", help="train or load every model the profile needs")
@@ -94,15 +102,39 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("source", help="a pack file or an https:// URL")
     imp.add_argument("--sha256", default=None, help="the pack's expected SHA-256 (for a URL)")
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a model of the course")
     tsub = train.add_subparsers(dest="model", required=True)
+    _add_train_clip(tsub)
+    vq = tsub.add_parser("vqgan", help="train a tiny VQGAN on the shapes world")
+    _add_out(vq)
+    vq.add_argument("--steps", type=positive_int, default=None)
+    vq.add_argument("--seed", type=non_negative_int, default=0)
+    _add_train_dalle(tsub)
+
+
+def _add_out(parser) -> None:
+    parser.add_argument("--out", required=True, help="folder for checkpoints and the final model")
+
+
+def _add_optimiser_args(parser, config, batch_help: str | None = None) -> None:
+    """--out, --steps, --batch-size, --lr and --seed, defaulting to `config`'s fields."""
+    _add_out(parser)
+    parser.add_argument("--steps", type=positive_int, default=config.steps)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=config.batch_size, help=batch_help
+    )
+    parser.add_argument("--lr", type=positive_float, default=config.lr)
+    parser.add_argument("--seed", type=non_negative_int, default=config.seed)
+
+
+def _add_train_clip(tsub) -> None:
+    from mmlib.contrastive import ClipTrainConfig
+
     clip = tsub.add_parser("clip", help="train a tiny CLIP on the shapes world (torchrun-ready)")
     cd = ClipTrainConfig()
-    clip.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    clip.add_argument("--steps", type=positive_int, default=cd.steps)
-    clip.add_argument("--batch-size", type=positive_int, default=cd.batch_size, help="global batch")
-    clip.add_argument("--lr", type=positive_float, default=cd.lr)
-    clip.add_argument("--seed", type=non_negative_int, default=cd.seed)
+    _add_optimiser_args(clip, cd, batch_help="global batch")
     clip.add_argument("--split", default=cd.split, help="heldout, all, or another named split")
     clip.add_argument("--eval-every", type=non_negative_int, default=cd.eval_every)
     clip.add_argument(
@@ -113,18 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     clip.add_argument("--device", default=None)
 
-    vq = tsub.add_parser("vqgan", help="train a tiny VQGAN on the shapes world")
-    vq.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    vq.add_argument("--steps", type=positive_int, default=None)
-    vq.add_argument("--seed", type=non_negative_int, default=0)
+
+def _add_train_dalle(tsub) -> None:
+    from mmlib.dalle import BENCHMARK_DRAWS
+    from mmlib.dalle_training import DalleTrainConfig
 
     dl_ = tsub.add_parser("dalle", help="train the token transformer on tiny-VQGAN tokens")
     dd = DalleTrainConfig()
-    dl_.add_argument("--out", required=True, help="folder for checkpoints and the final model")
-    dl_.add_argument("--steps", type=positive_int, default=dd.steps)
-    dl_.add_argument("--batch-size", type=positive_int, default=dd.batch_size)
-    dl_.add_argument("--lr", type=positive_float, default=dd.lr)
-    dl_.add_argument("--seed", type=non_negative_int, default=dd.seed)
+    _add_optimiser_args(dl_, dd)
     dl_.add_argument("--scenes", type=positive_int, default=dd.n_scenes, help="training scenes")
     dl_.add_argument(
         "--draws", type=positive_int, default=BENCHMARK_DRAWS, help="draws of the benchmark"
@@ -135,6 +163,11 @@ def _parser() -> argparse.ArgumentParser:
         help="train on the full world (both sizes, gradient backgrounds), not one large object "
         "on plain grey",
     )
+
+
+def _add_generate(sub) -> None:
+    from mmlib.generate import GenerateConfig
+    from mmlib.recipes import generation_settings
 
     gen = sub.add_parser("generate", help="VQGAN+CLIP: a picture from prompts")
     gd = GenerateConfig()
@@ -167,6 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--video", default=None, help="also write the optimisation as .gif or .mp4")
     gen.add_argument("--profile", default=None)
 
+
+def _add_search(sub) -> None:
     search = sub.add_parser("search", help="index a folder of images and search it")
     ssub = search.add_subparsers(dest="search_command", required=True)
     index = ssub.add_parser("index", help="index (or update the index of) a folder of images")
@@ -182,10 +217,13 @@ def _parser() -> argparse.ArgumentParser:
         p_.add_argument("--index", default=None, help="index folder (default MMLIB_HOME/search)")
         p_.add_argument("--profile", default=None, help="tiny or full (the model to use)")
 
+
+def _add_bench(sub) -> None:
+    from mmlib.tools.bench import BENCHES
+
     bench = sub.add_parser("bench", help="measure speed, memory and quality against a baseline")
     bench.add_argument("name", choices=sorted(BENCHES) + ["all"])
     bench.add_argument("--quick", action="store_true", help="a small, fast form (used by tests)")
-    return p
 
 
 def _run(args) -> int:
