@@ -1,12 +1,21 @@
-"""Every course notebook runs top to bottom in the tiny profile, with its exercise solutions, and
-every number its text states is either printed by the notebook or cites where it comes from."""
+"""Every course notebook runs top to bottom in the tiny profile twice: as shipped (its fill-in
+cells blank, mmlib's versions standing in) and with every solution filled in (each check must
+find it right). Every number its text states is printed by the notebook or cites its source."""
 
 import json
 import re
 
 import pytest
 
-from mmlib.tools.runner import course_notebooks, record_time, run_notebook, solution_code
+from mmlib.tools.runner import (
+    EXECUTED_DIR,
+    course_notebooks,
+    fill_in_names,
+    read_solutions,
+    record_time,
+    run_notebook,
+    solutions_file,
+)
 
 NOTEBOOKS = course_notebooks()
 
@@ -36,8 +45,27 @@ def test_notebook_follows_the_course_conventions(path):
     assert any('"google.colab" in sys.modules' in t and "%pip install" in t for t in text)
     params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1 and 'PROFILE = "tiny"' in "".join(params[0]["source"])
-    assert "## Exercises" in text[-1] and solution_code(nb), "each notebook ends with exercises"
+    assert "## Exercises" in text[-1], "each notebook ends with exercises"
     assert nb["cells"][0]["cell_type"] == "markdown"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solutions_are_kept_apart_and_cover_every_fill_in(path):
+    nb = _load(path)
+    text = "\n".join("".join(c["source"]) for c in nb["cells"])
+    assert "<details>" not in text, "solutions live in notebooks/solutions/, not under the exercise"
+    fill_ins, exercises = read_solutions(solutions_file(path))
+    assert exercises, f"{solutions_file(path).name} answers no exercise"
+    names = fill_in_names(nb)
+    assert set(names) == set(fill_ins), f"fill-ins {names}, solutions for {sorted(fill_ins)}"
+    assert solutions_file(path).name in text, "the notebook links its solutions file"
+    for name in names:  # the cell after a fill-in checks it, and the notebook goes on with it
+        k = next(
+            i
+            for i, c in enumerate(nb["cells"])
+            if f"fill-in:{name}" in c["metadata"].get("tags", [])
+        )
+        assert "..." in text and f"{name} = check(" in "".join(nb["cells"][k + 1]["source"])
 
 
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?%")
@@ -82,11 +110,14 @@ def test_the_percentage_check_catches_a_typed_number_and_accepts_printed_or_cite
 
 
 @pytest.mark.notebook
+@pytest.mark.parametrize("solved", [False, True], ids=["as-shipped", "solved"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_the_tiny_profile(path, tmp_path):
-    run = run_notebook(path, tmp_path, profile="tiny", solutions=True)
-    print(f"\n{run.summary()}")
-    record_time(run)  # for the instructor guide's table (scripts/notebook_times.py)
+def test_notebook_runs_in_the_tiny_profile(path, solved, tmp_path):
+    # as shipped, the executed copy is kept for `make site`; solved, it is thrown away
+    run = run_notebook(path, tmp_path if solved else EXECUTED_DIR, profile="tiny", solutions=solved)
+    print(f"\n{run.summary()}{'  (solved)' if solved else ''}")
+    if not solved:
+        record_time(run)  # for the instructor guide's table (scripts/notebook_times.py)
     assert run.error is None
     executed = _load(run.output)
     errors = [

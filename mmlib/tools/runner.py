@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmlib.course import REPORT_ENV
+from mmlib.exercises.core import STRICT_ENV
 
 NOTEBOOKS_ENV = "MMLIB_NOTEBOOKS"
 
@@ -42,31 +43,74 @@ def course_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-SOLUTION_RE = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.DOTALL)
+SOLUTIONS_DIR = "solutions"  # beside the notebooks: solutions/NN_name.md, one file per notebook
+FILL_IN = (
+    "fill-in:"  # a fill-in cell's tag is "fill-in:NAME"; its solution's heading "Fill-in: NAME"
+)
+_SECTION = re.compile(r"^## (.+)$", re.MULTILINE)
+_CODE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
-def solution_code(notebook: dict) -> list[str]:
-    """Return the code of the exercise solutions hidden in <details> blocks of markdown cells."""
-    code = []
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "markdown":
-            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            code.extend(m.strip() for m in SOLUTION_RE.findall(source))
-    return code
+def solutions_file(notebook: str | os.PathLike) -> Path:
+    """Return the solutions file of a notebook: solutions/NN_name.md in the notebooks' folder."""
+    notebook = Path(notebook)
+    return notebook.parent / SOLUTIONS_DIR / f"{notebook.stem}.md"
+
+
+def read_solutions(path: str | os.PathLike) -> tuple[dict[str, str], list[str]]:
+    """Return ({fill-in name: its code}, [the exercises' solution code, in order]) of a solutions
+    file: each "## Fill-in: NAME" section holds the code of that fill-in cell, every other
+    "## ..." section the code of an exercise's solution (its ```python blocks)."""
+    text = Path(path).read_text(encoding="utf-8")
+    heads = list(_SECTION.finditer(text))
+    fill_ins, exercises = {}, []
+    for head, after in zip(heads, heads[1:] + [None], strict=True):
+        body = text[head.end() : after.start() if after else len(text)]
+        code = "\n".join(c.strip() for c in _CODE.findall(body)).strip()
+        if not code:
+            continue
+        title = head.group(1).strip()
+        if title.lower().startswith("fill-in:"):
+            fill_ins[title.split(":", 1)[1].strip()] = code
+        else:
+            exercises.append(code)
+    return fill_ins, exercises
+
+
+def fill_in_names(notebook: dict) -> list[str]:
+    """Return the names of a notebook's fill-in cells (tagged "fill-in:NAME"), in order."""
+    return [
+        tag[len(FILL_IN) :]
+        for cell in notebook["cells"]
+        for tag in cell.get("metadata", {}).get("tags", [])
+        if tag.startswith(FILL_IN)
+    ]
 
 
 def with_solutions(src: Path, dst: Path) -> Path:
-    """Write a copy of notebook `src` to `dst` with its solutions appended as code cells."""
+    """Write a copy of notebook `src` to `dst` with every fill-in cell replaced by its solution
+    and the exercises' solutions appended as code cells (tagged "solution")."""
     import nbformat
 
     nb = nbformat.read(src, as_version=4)
-    for code in solution_code(nb):
+    fill_ins, exercises = read_solutions(solutions_file(src))
+    for cell in nb.cells:
+        for tag in cell.metadata.get("tags", []):
+            if tag.startswith(FILL_IN):
+                name = tag[len(FILL_IN) :]
+                if name not in fill_ins:
+                    raise ValueError(f"{solutions_file(src)} has no section 'Fill-in: {name}'")
+                cell.source = fill_ins[name]
+    for code in exercises:
         nb.cells.append(nbformat.v4.new_code_cell(code, metadata={"tags": ["solution"]}))
     nbformat.write(nb, dst)
     return dst
 
 
 TIMES_FILE = Path("build", "notebook-times.json")  # what the last notebook runs measured
+EXECUTED_DIR = Path(
+    "build", "executed"
+)  # the notebooks as shipped, executed: `make site` reads them
 
 
 def record_time(run: NotebookRun, path: str | os.PathLike = TIMES_FILE) -> Path:
@@ -108,7 +152,9 @@ def run_notebook(
 ) -> NotebookRun:
     """Execute one notebook with papermill in `profile` and return its time and key figures.
 
-    With `solutions`, the exercise solutions (in <details> blocks) run after the notebook.
+    With `solutions`, every fill-in cell holds its solution (`with_solutions`) and each check
+    must find it right (MMLIB_EXERCISES=strict), and the exercises' solutions run after the
+    notebook; without, it runs as shipped, the fill-ins blank (mmlib's versions stand in).
     """
     import papermill as pm
 
@@ -120,9 +166,10 @@ def run_notebook(
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         source = with_solutions(path, Path(tmp) / path.name) if solutions else path
-        old = {k: os.environ.get(k) for k in (REPORT_ENV, "MMLIB_PROFILE")}
+        old = {k: os.environ.get(k) for k in (REPORT_ENV, "MMLIB_PROFILE", STRICT_ENV)}
         os.environ[REPORT_ENV] = str(report)
         os.environ["MMLIB_PROFILE"] = profile
+        os.environ[STRICT_ENV] = "strict" if solutions else ""
         start = time.perf_counter()
         error = None
         try:

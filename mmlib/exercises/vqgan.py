@@ -1,0 +1,1 @@
+"""Notebook fill-ins (being written)."""
