@@ -9,7 +9,7 @@ PACK   := build/mmlib-tiny.zip
 STAGE   = @echo "== $(1) ..."; start=$$(date +%s); $(2); rc=$$?; \
           echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-.PHONY: install course test lab clean
+.PHONY: install course test site lab clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Train or load the tiny models once, then execute every notebook into build/.
 course: install
 	$(call STAGE,zoo prepare,$(BIN)/mmlib zoo prepare)
-	$(call STAGE,course,$(BIN)/mmlib course --out build)
+	$(call STAGE,course,$(BIN)/mmlib course --out build/executed)
 
 # Everything CI checks. One MMLIB_HOME per run, filled first by `mmlib zoo prepare`; the
 # notebooks then run in a second one that only imported the model pack, with training
@@ -43,8 +43,20 @@ test: install
 	$(call STAGE,unit tests under spawn,MMLIB_START_METHOD=spawn $(BIN)/pytest -q -m workers)
 	$(call STAGE,notebooks,MMLIB_HOME=$(CURDIR)/build/imported_home MMLIB_NO_TRAINING=1 \
 	  $(BIN)/pytest -q -m notebook -s)
+	$(call STAGE,site,$(MAKE) --no-print-directory site)
 	$(call STAGE,colab check,$(BIN)/python scripts/colab_check.py --unit)
 	$(call STAGE,benches (quick),$(BIN)/mmlib bench all --quick)
+
+# The course as a static website: the executed notebooks (figures included, as the notebook
+# stage of `make test` or `make course` left them in build/executed) and the docs, rendered by
+# Sphinx + MyST-NB into build/site; then every notebook page is checked for its figures and for
+# error output. README.md, "Publishing the course", says how to put it online.
+site: install
+	rm -rf build/site-src build/site && mkdir -p build/site-src/notebooks
+	cp README.md site/index.md build/site-src/ && cp -r docs build/site-src/docs
+	cp build/executed/[0-9][0-9]_*.ipynb build/site-src/notebooks/
+	$(BIN)/sphinx-build -c site -W -n --keep-going -q -b html build/site-src build/site
+	$(BIN)/python scripts/check_site.py build/executed build/site
 
 lab: install
 	$(BIN)/jupyter lab notebooks/

@@ -83,9 +83,9 @@ def _add_doctor(sub) -> None:
 
 
 def _add_course(sub) -> None:
-    course = sub.add_parser("course", help="execute every notebook in order into build/")
+    course = sub.add_parser("course", help="execute every notebook in order into build/executed/")
     course.add_argument("--profile", default="tiny")
-    course.add_argument("--out", default="build")
+    course.add_argument("--out", default="build/executed")
 
 
 def _add_zoo(sub) -> None:

@@ -197,7 +197,9 @@ def run_notebook(
     return NotebookRun(path.stem, seconds, out, figures, error)
 
 
-def run_course(out_dir: str | os.PathLike = "build", profile: str = "tiny") -> list[NotebookRun]:
+def run_course(
+    out_dir: str | os.PathLike = EXECUTED_DIR, profile: str = "tiny"
+) -> list[NotebookRun]:
     """Execute every course notebook in order into `out_dir`, printing one line per notebook."""
     runs = []
     for nb in course_notebooks():
