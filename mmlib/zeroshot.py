@@ -89,8 +89,16 @@ def build_classifier(
         raise ValueError("templates is empty: give at least one template such as 'a photo of a {}'")
     texts = [_fill(t, c) for c in classnames for t in templates]
     feats = encode_texts(model, tokenizer, texts, device=device, progress=False)
-    feats = feats.view(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(feats, dim=-1).T.contiguous()
+    return ensemble(feats.view(len(classnames), len(templates), -1))
+
+
+def ensemble(features: torch.Tensor) -> torch.Tensor:
+    """Return the classifier (embedding dim x classes) from text features (classes x templates x
+    embedding dim): per class the renormalised mean of its normalised template embeddings. Each
+    template counts the same whatever its length; each class's column has length 1, so only
+    its direction decides."""
+    mean = F.normalize(features, dim=-1).mean(dim=1)
+    return F.normalize(mean, dim=-1).T.contiguous()
 
 
 def evaluate(
