@@ -293,6 +293,26 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def next_token_probs(
+    cond_logits: torch.Tensor,
+    uncond_logits: torch.Tensor | None,
+    guidance: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """Return the distribution (B, V) the next token is drawn from, given its logits (B, V)
+    with the caption and with the empty caption (unused, and may be None, at guidance 1).
+
+    In this order: classifier-free guidance uncond + guidance * (cond - uncond) on the logits,
+    divided by the temperature, cut to the top k, then to the top p, then the softmax.
+    """
+    logits = cond_logits
+    if guidance != 1.0:
+        logits = uncond_logits + guidance * (cond_logits - uncond_logits)
+    return top_p_filter(top_k_filter(logits / temperature, top_k), top_p).softmax(dim=-1)
+
+
 @torch.no_grad()
 def sample(
     model: TokenTransformer,
@@ -362,11 +382,9 @@ def sample(
         tokens = prefix[i : i + batch_size].to(dev)  # given; the rest is drawn
         _, logits = model(batch, tokens.repeat(len(batch) // b, 1), cache)  # for the next one
         for j in range(tokens.shape[1], model.config.n_image):
-            logits = logits[:, -1]
-            if guidance != 1.0:
-                logits = logits[b:] + guidance * (logits[:b] - logits[b:])
-            logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
-            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=gen)
+            logits = logits[:, -1]  # rows [:b] with the caption, [b:] (if guided) without
+            probs = next_token_probs(logits[:b], logits[b:], guidance, temperature, top_k, top_p)
+            nxt = torch.multinomial(probs, 1, generator=gen)
             tokens = torch.cat([tokens, nxt], dim=1)
             if j + 1 < model.config.n_image:  # one new token; the cache has the rest
                 _, logits = model(None, nxt.repeat(len(batch) // b, 1), cache)
