@@ -2,8 +2,8 @@
 
     python scripts/notebook_times.py          # after `make test` (or its notebooks and pack stages)
 
-Reads build/notebook-times.json (written by the notebook tests: seconds per notebook, exercise
-solutions included), MMLIB_HOME's prepare-times.json (`mmlib zoo prepare`'s stages) and the model
+Reads build/notebook-times.json (written by the notebook tests: seconds per notebook as shipped,
+its fill-ins blank), MMLIB_HOME's prepare-times.json (`mmlib zoo prepare`'s stages) and the model
 pack build/mmlib-tiny.zip (its size, and the time `mmlib zoo import` takes into a fresh
 MMLIB_HOME, measured here), writes them with their provenance to docs/measurements.json, and
 regenerates from that file the tables between the markers in docs/instructor.md and the

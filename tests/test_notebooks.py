@@ -59,6 +59,8 @@ def test_solutions_are_kept_apart_and_cover_every_fill_in(path):
     names = fill_in_names(nb)
     assert set(names) == set(fill_ins), f"fill-ins {names}, solutions for {sorted(fill_ins)}"
     assert solutions_file(path).name in text, "the notebook links its solutions file"
+    if not path.name.startswith("00_"):  # every lesson has the learner write its core lines
+        assert names, f"{path.name} has no fill-in cell"
     for name in names:  # the cell after a fill-in checks it, and the notebook goes on with it
         k = next(
             i
@@ -128,6 +130,13 @@ def test_notebook_runs_in_the_tiny_profile(path, solved, tmp_path):
     ]
     assert not errors
     assert run.figures, f"{path.name} reports no key figure"
+    pictures = [
+        o
+        for c in executed["cells"]
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert pictures, f"{path.name}'s executed copy holds no figure (the site would show none)"
     assert not unsupported_percentages(executed), "numbers typed into the text, not computed"
 
 

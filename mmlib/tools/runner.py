@@ -108,6 +108,9 @@ def with_solutions(src: Path, dst: Path) -> Path:
 
 
 TIMES_FILE = Path("build", "notebook-times.json")  # what the last notebook runs measured
+# The kernel draws figures inline whatever the caller's backend (tests run with Agg), so an
+# executed copy holds its figures (`make site` shows them).
+MPL, INLINE = "MPLBACKEND", "module://matplotlib_inline.backend_inline"
 EXECUTED_DIR = Path(
     "build", "executed"
 )  # the notebooks as shipped, executed: `make site` reads them
@@ -166,10 +169,11 @@ def run_notebook(
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         source = with_solutions(path, Path(tmp) / path.name) if solutions else path
-        old = {k: os.environ.get(k) for k in (REPORT_ENV, "MMLIB_PROFILE", STRICT_ENV)}
+        old = {k: os.environ.get(k) for k in (REPORT_ENV, "MMLIB_PROFILE", STRICT_ENV, MPL)}
         os.environ[REPORT_ENV] = str(report)
         os.environ["MMLIB_PROFILE"] = profile
         os.environ[STRICT_ENV] = "strict" if solutions else ""
+        os.environ[MPL] = INLINE  # figures into the executed copy, as Jupyter shows them
         start = time.perf_counter()
         error = None
         try:
