@@ -26,6 +26,12 @@ from mmlib.transformer import (
 )
 from mmlib.vqgan import decode_tokens
 
+# The world the token model learns (`dalle_training.DalleTrainConfig`), and unCLIP's too, so the
+# two compare: one large object on a plain grey background. With a few CPU minutes of training,
+# the full world's small shapes and gradient backgrounds leave it drawing blobs (notebook 06
+# shows the measurements).
+WORLD = {"object_size": "large", "background": "plain"}
+
 # ---------------------------------------------------------------------------------------------
 # Text tokens: CLIP's BPE, mapped to the few ids the shapes world uses
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmlib import toyworld
-from mmlib.dalle import new_model
+from mmlib.dalle import WORLD, new_model
 from mmlib.env import get_device
 from mmlib.store.checkpoints import save_checkpoint
 from mmlib.training import (
@@ -80,11 +80,9 @@ class DalleTrainConfig:
     p_uncond: float = 0.1  # captions dropped to [SOT, EOT]: teaches p(image) for `guidance`
     seed: int = 0
     split: str = "heldout"
-    # The world it learns: one large object on a plain grey background. With ~5 CPU minutes of
-    # training, the full world's small shapes and gradient backgrounds leave it drawing blobs
-    # (notebook 06 shows the measurements); None / "gradient" train on the full world.
-    object_size: str | None = "large"
-    background: str = "plain"
+    # The world it learns (`dalle.WORLD`); None / "gradient" train on the full world.
+    object_size: str | None = WORLD["object_size"]
+    background: str = WORLD["background"]
     checkpoint_every: int = 250
     log_every: int = 10
 

@@ -244,20 +244,9 @@ def generate(
         for step in bar:
             if step == int(config.lr_drop_at * config.steps):
                 set_lr(opt, config.lr * config.lr_drop)
-            images = clamp_with_grad(
-                from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1
+            images, loss = step_loss(
+                z, z0, vqgan, clips, normalizers, cutouts, gen, sets, targets, config
             )
-            crops = cutouts(images, gen)
-            if crops.shape[0] != b * config.cutn:
-                raise ValueError(
-                    f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
-                    f"{config.cutn} per picture, {b * config.cutn} in all"
-                )
-            loss = clip_loss(clips, normalizers, crops, sets, targets)
-            if config.init_weight:
-                loss = loss + config.init_weight * F.mse_loss(z, z0)
-            if config.smoothness:
-                loss = loss + config.smoothness * total_variation(images)
             if not torch.isfinite(loss):
                 result.stopped = (
                     f"the loss became {loss.item()} at step {step}; kept the last good image"
@@ -308,6 +297,26 @@ def initial_latent(vqgan, config: GenerateConfig, b: int, size: int, init_image,
     else:
         raise ValueError(f"init={config.init!r}; choose 'tokens', 'noise' or 'image'")
     return z0
+
+
+def step_loss(z, z0, vqgan, clips, normalizers, cutouts, gen, sets, targets, config):
+    """Return (the pictures in [0, 1], the loss) of one step from the latent z: decode the
+    snapped latent, clamp with gradient, cut out, and add up `clip_loss`, the pull towards the
+    start z0 (`config.init_weight`) and the smoothness prior (`config.smoothness`)."""
+    images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
+    crops = cutouts(images, gen)
+    b = len(sets)
+    if crops.shape[0] != b * config.cutn:
+        raise ValueError(
+            f"cutouts gave {crops.shape[0]} crops for {b} picture(s); want config.cutn = "
+            f"{config.cutn} per picture, {b * config.cutn} in all"
+        )
+    loss = clip_loss(clips, normalizers, crops, sets, targets)
+    if config.init_weight:
+        loss = loss + config.init_weight * F.mse_loss(z, z0)
+    if config.smoothness:
+        loss = loss + config.smoothness * total_variation(images)
+    return images, loss
 
 
 def clip_loss(clips, normalizers, crops: torch.Tensor, sets, targets) -> torch.Tensor:

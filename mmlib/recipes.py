@@ -171,7 +171,7 @@ def unclip_network(name: str) -> DenoiserConfig | UNetConfig:
     raise ValueError(f"name={name!r}; choose from {list(UNCLIP_MODELS)}")
 
 
-def unclip_training(name: str) -> PriorTrainConfig | DecoderTrainConfig:
+def unclip_train_config(name: str) -> PriorTrainConfig | DecoderTrainConfig:
     """Return how unCLIP's model `name` is trained."""
     if name == "unclip-prior":
         return PriorTrainConfig()

@@ -177,7 +177,7 @@ def unclip_prior_dir(home: str | os.PathLike | None = None) -> Path:
     CLIP), trained on first use on held-out-split scenes of `unclip.WORLD`."""
     tiny_clip_dir(recipes.UNCLIP_CLIP, home)
     folder = unclip_folder("unclip-prior", home)
-    training = recipes.unclip_training("unclip-prior")
+    training = recipes.unclip_train_config("unclip-prior")
 
     def make() -> None:
         dev = training_device()
@@ -195,7 +195,7 @@ def unclip_decoder_dir(home: str | os.PathLike | None = None) -> Path:
     trained on first use on held-out-split scenes of `unclip.WORLD`."""
     tiny_clip_dir(recipes.UNCLIP_CLIP, home), tiny_vqgan_dir(home)
     folder = unclip_folder("unclip-decoder", home)
-    training = recipes.unclip_training("unclip-decoder")
+    training = recipes.unclip_train_config("unclip-decoder")
 
     def make() -> None:
         dev = training_device()
@@ -211,7 +211,7 @@ def unclip_decoder_dir(home: str | os.PathLike | None = None) -> Path:
 
 
 def unclip_folder(name: str, home=None) -> Path:
-    training = recipes.unclip_training(name)
+    training = recipes.unclip_train_config(name)
     inputs = {"clip": clip_folder(recipes.UNCLIP_CLIP, home).name}
     if name == "unclip-decoder":  # what it draws, from what it learns to predict
         inputs.update(vqgan=vqgan_folder(home).name, predicts=unclip.DECODER_PREDICTS)

@@ -15,7 +15,7 @@ Both drop their condition (to zeros) `p_uncond` of the time, which classifier-fr
 needs. The paper's comparison (Sec. 5.1) is `evaluate_unclip`: the decoder fed the prior's
 embedding, the caption's text embedding directly, a zero embedding, or the true image embedding
 of a render (the oracle), judged by the course's two judges. Both models learn the world the
-token model of notebook 06 learns (`dalle_training.DalleTrainConfig`: one large object on plain grey),
+token model of notebook 06 learns (`dalle.WORLD`: one large object on plain grey),
 from held-out-split scenes only, so the held-out pairs measure composition; how they train is
 `mmlib.unclip_training`.
 """
@@ -32,8 +32,8 @@ import torch.nn as nn
 
 from mmlib import judge, toyworld
 from mmlib.clip import encode_images, encode_texts
+from mmlib.dalle import WORLD as TOKEN_WORLD
 from mmlib.dalle import grammar_words
-from mmlib.dalle_training import DalleTrainConfig
 from mmlib.diffusion import (
     UNet,
     UNetConfig,
@@ -45,7 +45,7 @@ from mmlib.diffusion import (
 from mmlib.vqgan import from_model_range
 
 # The world both models learn: the token model's (notebook 06), so the two compare.
-WORLD = {"object_size": DalleTrainConfig.object_size, "background": DalleTrainConfig.background}
+WORLD = dict(TOKEN_WORLD)
 
 # How the course samples (`evaluate_unclip` and the notebook): the paper's 64 prior steps, unguided
 # (guiding the prior did not help in the paper), best of 2; 50 decoder steps with guidance 5.

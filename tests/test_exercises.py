@@ -84,3 +84,18 @@ def test_differences_are_found_in_order_type_length_shape_values():
     assert "50% of its entries" in core.difference((want[0], torch.tensor([1, 3])), want, 1e-6)
     assert "NaN" in core.difference(torch.tensor(float("nan")), torch.tensor(0.0), 1e-6)
     assert core.difference(want, want, 1e-6) is None
+
+
+def test_an_error_that_merely_mentions_an_ellipsis_is_a_mistake_not_a_blank():
+    def einsum_slip(i, t, s):  # torch's message says "... and no ellipsis was given"
+        logits = s * torch.einsum("bnd,md->nm", i, t)
+        return F.cross_entropy(logits, torch.arange(len(i)))
+
+    found = core.verdict(CLIP_LOSS, einsum_slip)
+    assert found.status == "wrong" and "raises RuntimeError" in found.line
+
+
+def test_a_wrong_answer_says_in_its_one_line_that_mmlib_stands_in(capsys):
+    assert core.check(CLIP_LOSS, _clip_loss(scale=False)) is CLIP_LOSS.reference
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("✗") and CLIP_LOSS.where in out[0]

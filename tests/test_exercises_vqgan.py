@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mmlib.exercises import core
-from mmlib.exercises.vqgan import QUANTIZE
+from mmlib.exercises.vqgan import QUANTIZE, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny ops: one thread is faster
 
@@ -82,3 +82,8 @@ def test_an_unknown_mistake_gets_the_first_difference_in_one_line():
     found = core.verdict(QUANTIZE, _quantize(scale=72.0))  # a sum where the mean belongs
     assert found.status == "wrong" and "value 2 of 5 differs from mmlib's" in found.line
     assert "\n" not in found.line
+
+
+def test_a_beta_typed_in_instead_of_the_argument_is_wrong():
+    found = core.verdict(QUANTIZE, lambda z, codebook, beta: quantize(z, codebook, 0.25))
+    assert found.status == "wrong"

@@ -67,7 +67,9 @@ def test_solutions_are_kept_apart_and_cover_every_fill_in(path):
             for i, c in enumerate(nb["cells"])
             if f"fill-in:{name}" in c["metadata"].get("tags", [])
         )
-        assert "..." in text and f"{name} = check(" in "".join(nb["cells"][k + 1]["source"])
+        cell = nb["cells"][k]
+        assert cell["cell_type"] == "code" and "..." in "".join(cell["source"]), name
+        assert f"{name} = check(" in "".join(nb["cells"][k + 1]["source"])
 
 
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?%")

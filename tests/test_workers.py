@@ -58,7 +58,7 @@ def test_encode_images_with_worker_processes_gives_the_same_features(tmp_home, t
 
 
 def _make_slowly(folder: str, log: str) -> None:
-    """Run in a child process: make a model folder (slowly) through the zoo's lock."""
+    """Run in a child process: make a model folder (slowly) through the cache's lock (`model_cache.make_once`)."""
 
     def make() -> None:
         with open(log, "a") as fh:

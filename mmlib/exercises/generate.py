@@ -13,13 +13,8 @@ from torch import nn
 
 from mmlib.clip import TensorTransform
 from mmlib.exercises.core import Exercise, Mistake
-from mmlib.generate import (
-    Cutouts,
-    clamp_with_grad,
-    clip_loss,
-    from_model_range_raw,
-    total_variation,
-)
+from mmlib.generate import Cutouts, GenerateConfig, clamp_with_grad, total_variation
+from mmlib.generate import step_loss as generate_step
 from mmlib.prompts import Prompt
 from mmlib.vqgan import Pixels
 
@@ -27,13 +22,15 @@ SIZE, CUTN = 8, 4  # a picture of 8 x 8 pixels, 4 cutouts
 
 
 def step_loss(z, vqgan, models, normalizers, cutouts, generator, targets, smoothness):
-    """Return (the picture in [0, 1], its loss) as `generate` computes them in one step, for one
-    picture and one prompt of weight 1 whose embedding by CLIP m is targets[m]."""
-    images = clamp_with_grad(from_model_range_raw(vqgan.decode(vqgan.vector_quantize(z))), 0, 1)
-    crops = cutouts(images, generator)
+    """Return (the picture in [0, 1], its loss) from `mmlib.generate.step_loss`, the step
+    `generate` takes, for one picture and one prompt of weight 1 whose embedding by CLIP m is
+    targets[m]."""
+    config = GenerateConfig(cutn=cutouts.cutn, smoothness=smoothness, init_weight=0.0)
     clips = [(model, None, None) for model in models]
-    loss = clip_loss(clips, normalizers, crops, [[Prompt("the prompt")]], [[targets]])
-    return images, loss + smoothness * total_variation(images)
+    sets, embedded = [[Prompt("the prompt")]], [[targets]]
+    return generate_step(
+        z, z, vqgan, clips, normalizers, cutouts, generator, sets, embedded, config
+    )
 
 
 class StandInCLIP(nn.Module):
@@ -115,7 +112,7 @@ def _slip(**slip):
 
 STEP_LOSS = Exercise(
     name="step_loss_by_hand",
-    where="the step of mmlib.generate.generate",
+    where="mmlib.generate.step_loss",
     reference=step_loss,
     inputs=_inputs,
     outputs=_backprop,

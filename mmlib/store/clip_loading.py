@@ -75,7 +75,7 @@ def register_model(
 ) -> None:
     """Make ``load_clip("mmlib:<name>")`` load the local-dir folder that `folder()` returns (it
     may make the folder on first use). As open_clip's `add_model_config` extends its model list,
-    the course layer (`mmlib.zoo`) registers its tiny models here; `source` names who did."""
+    the course layer (`mmlib.tiny_models`) registers its tiny models here; `source` names who did."""
     if not isinstance(name, str) or not name.strip() or name.startswith(MMLIB_SCHEMA):
         raise ValueError(f"name must be a bare model name such as 'tiny-clip', got {name!r}")
     if not callable(folder):
@@ -98,8 +98,8 @@ def _not_registered(name: str) -> ValueError:
     where = f"Registered now: {sorted(known)}." if known else "No mmlib: model is registered yet."
     return ValueError(
         f"name={MMLIB_SCHEMA + name!r} is not a registered mmlib model.{hint} {where} The "
-        f"course's tiny models are registered by its course layer: `import mmlib.zoo` (or load "
-        f"them with `mmlib.zoo.get_clip()`); your own with mmlib.store.clip_loading.register_model()."
+        f"course's tiny models are registered by its course layer: `import mmlib.tiny_models` (or "
+        f"load them with `mmlib.zoo.get_clip()`); your own with mmlib.store.clip_loading.register_model()."
     )
 
 
@@ -111,7 +111,7 @@ def _unknown_model(name: str) -> ValueError:
         f"name={name!r} is not a CLIP model mmlib knows.{hint} Use an open_clip model name "
         f"(open_clip.list_models(), e.g. 'ViT-B-32') with pretrained=<tag or file>, "
         f"'local-dir:/path', 'hf-hub:org/repo', or a registered mmlib model "
-        f"{sorted(registered_models()) or '(none registered: import mmlib.zoo)'}."
+        f"{sorted(registered_models()) or '(none registered: import mmlib.tiny_models)'}."
     )
 
 
@@ -135,7 +135,7 @@ def load_clip(
       - ``"local-dir:/path"``: a folder with ``open_clip_config.json`` and weights;
       - ``"hf-hub:org/repo"``: a Hugging Face repo in open_clip's format;
       - ``"mmlib:tiny-clip"`` (or ``"tiny-clip"``): a registered model (`register_model`; the
-        course's tiny models are registered by `mmlib.zoo`).
+        course's tiny models are registered by `mmlib.tiny_models`).
     `cache_dir` is the Hugging Face hub cache to read and download into (its default if None).
     Foreign checkpoint files are read with ``weights_only=True`` unless you pass False for a
     file you trust.

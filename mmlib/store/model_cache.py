@@ -5,7 +5,7 @@ parts that decide its weights, and mmlib's version), so a changed recipe makes a
 and never reuses an old one. `make_once` makes a missing folder under a file lock, so two
 notebooks (or `mmlib zoo prepare` lanes) wait for one training instead of both training;
 `read_made` reads a made folder's ``mmlib.json`` and checks its files. Which models there are,
-and what their recipes hold, is `mmlib.zoo`'s business.
+and what their recipes hold: `mmlib.recipes`, `mmlib.tiny_models` and `mmlib.tiny_generators`.
 """
 
 from __future__ import annotations
