@@ -9,7 +9,7 @@ PACK   := build/mmlib-tiny.zip
 STAGE   = @echo "== $(1) ..."; start=$$(date +%s); $(2); rc=$$?; \
           echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-.PHONY: install course test site lab clean
+.PHONY: install course test site lab clean disk
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(BIN)/python -m pip install -q --upgrade pip && \
 	  $(BIN)/python -m pip install -q -c constraints.txt -e ".[all]")
 	@touch $(STAMP)
+
+# Room on the disk for make test (the venvs, the zoo, the tests' files), before an hour of work.
+disk:
+	@$(PYTHON) scripts/disk_check.py
 
 # Train or load the tiny models once, then execute every notebook into build/.
 course: install
@@ -31,7 +35,7 @@ test: export MMLIB_HOME ?= $(CURDIR)/build/mmlib_home
 test: export HF_HUB_OFFLINE = 1
 test: export MMLIB_PROFILE = tiny
 test: export MMLIB_REQUIRE_PREPARED = 1
-test: install
+test: disk install
 	$(call STAGE,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check .)
 	$(call STAGE,zoo prepare,$(BIN)/mmlib zoo prepare)
 	$(call STAGE,model pack,$(BIN)/mmlib zoo export $(PACK) && rm -rf build/imported_home && \

@@ -14,6 +14,8 @@
 
     python scripts/colab_check.py [--unit] [--keep]
 
+The venv (about 5 GB) is removed afterwards unless --keep.
+
 Prints one line per step with its time; exit status 1 with the reason when a check fails.
 Needs python3.13 (pyenv's is found too) and the package index (about 3 GB of downloads the
 first time: Colab's CUDA build of torch; pip's cache keeps them for the next run).
@@ -141,8 +143,18 @@ def freeze(python: Path) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unit", action="store_true", help="run the whole unit suite there")
-    parser.add_argument("--keep", action="store_true", help="reuse build/colab-venv if present")
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse build/colab-venv if present, and keep it after"
+    )
     args = parser.parse_args()
+    try:
+        return check(args)
+    finally:
+        if not args.keep:  # 5 GB (Colab's CUDA torch): nothing after the check needs it
+            shutil.rmtree(VENV, ignore_errors=True)
+
+
+def check(args: argparse.Namespace) -> int:
     pins = colab_pins()
     python = VENV / "bin" / "python"
     pip = [python, "-m", "pip", "--disable-pip-version-check"]

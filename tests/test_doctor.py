@@ -3,7 +3,7 @@
 import os
 
 from mmlib.tools.cli import main
-from mmlib.tools.doctor import doctor, doctor_report, torch_build
+from mmlib.tools.doctor import disk_free, doctor, doctor_report, torch_build
 
 
 def test_doctor_reports_versions_device_profile_cache_and_full_weights(tmp_home, capsys):
@@ -39,3 +39,11 @@ def test_doctor_command_prints_every_line_of_the_report(tmp_home, capsys):
     report = doctor_report()
     assert printed["profile"] == report["profile"] == "tiny"
     assert printed["cache_dir"] == str(tmp_home) and printed["device"] == report["device"]
+
+
+def test_disk_free_is_read_where_the_cache_would_go_even_before_it_exists(tmp_path):
+    import shutil
+
+    expected = shutil.disk_usage(tmp_path).free / 1024**3
+    free = disk_free(tmp_path / "not" / "yet")
+    assert free.endswith(" GB") and abs(float(free[:-3]) - expected) < 1.0

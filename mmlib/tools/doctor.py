@@ -1,14 +1,16 @@
 """`mmlib doctor`: what this machine has, and what the course will use on it.
 
 Versions, which torch build is installed (CPU-only or CUDA), the device mmlib picks, the worker
-start method, the profile, the cache folder, whether the tiny models are prepared and whether
-the full profile's weights are here. When something in the course fails, look here first.
+start method, the profile, the cache folder and its disk's free space, whether the tiny models
+are prepared and whether the full profile's weights are here. When something in the course
+fails, look here first.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
 from importlib import metadata
 
 import torch
@@ -46,6 +48,14 @@ def torch_build() -> str:
     return "CPU only"
 
 
+def disk_free(path: str | os.PathLike) -> str:
+    """Return the free space of the disk that holds path (or would: its nearest existing folder)."""
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    return f"{shutil.disk_usage(folder).free / 1024**3:.1f} GB"
+
+
 def doctor_report(profile: str | None = None, cache: str | os.PathLike | None = None) -> dict:
     """Return what `mmlib doctor` prints: versions, build, device, profile, cache, weights."""
     dev = get_device()
@@ -62,6 +72,7 @@ def doctor_report(profile: str | None = None, cache: str | os.PathLike | None = 
         "colab": in_colab(),
         "profile": zoo.get_profile(profile),
         "cache_dir": str(cache_dir(cache)),
+        "disk free (cache_dir)": disk_free(cache_dir(cache)),
         "tiny models prepared": zoo.prepared_summary(cache),
         "offline": os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false"),
     }
