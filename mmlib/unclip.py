@@ -43,6 +43,7 @@ from mmlib.diffusion import (
     ddim_sample,
 )
 from mmlib.vqgan import from_model_range
+from mmlib.vqgan_training import reconstruct
 
 # The world both models learn: the token model's (notebook 06), so the two compare.
 WORLD = dict(TOKEN_WORLD)
@@ -253,6 +254,7 @@ WAY_NAMES = {
     "prior": "prior's image embedding",
     "text": "text embedding, direct",
     "zero": "zero embedding",
+    "ceiling": "VQGAN reconstruction (ceiling)",  # of the render the oracle embeds
 }
 
 
@@ -285,7 +287,11 @@ def evaluate_unclip(
 ) -> dict:
     """Return the judges' verdicts on n pictures per benchmark pair for each way of feeding the
     decoder (WAYS), {way: {judge: {"seen", "heldout", "all"}}}, plus "pictures" {way: (pairs,
-    n, 3, H, W)}, "pairs" and "n". `judges` = (judge CLIP, classifier), as `tiny_models.get_judges()` gives."""
+    n, 3, H, W)}, "pairs" and "n". `judges` = (judge CLIP, classifier), as `tiny_models.get_judges()` gives.
+
+    "ceiling" is judged too: the VQGAN's own reconstructions of the renders the oracle embeds,
+    as a decoder that drew those renders' latents exactly would be judged (the oracle's
+    ceiling: the decoder draws through the VQGAN)."""
     unknown = [w for w in ways if w not in WAYS]
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -295,10 +301,12 @@ def evaluate_unclip(
     targets = [p for p in pairs for _ in range(n)]
     conditions = condition_embeddings(unclip, pairs, n, seed)
     result = {"pairs": pairs, "n": n, "pictures": {}}
-    for way in ways:
-        pictures = decode(
-            unclip.decoder, unclip.vqgan, conditions[way], guidance=guidance, seed=seed
-        )
+    drawn = {
+        way: decode(unclip.decoder, unclip.vqgan, conditions[way], guidance=guidance, seed=seed)
+        for way in ways
+    }
+    drawn["ceiling"] = reconstruct(unclip.vqgan, pair_renders(pairs, n, seed + 1))
+    for way, pictures in drawn.items():
         verdicts = judge.judge(pictures, targets, *judges)
         result[way] = {
             name: judge.fractions_by_split(v["correct"], targets) for name, v in verdicts.items()

@@ -168,6 +168,24 @@ def test_the_course_unclip_orders_the_ways_as_the_paper_and_its_oracle_draws_the
         assert ev["zero"][name]["seen"] <= 0.25
     cos = unclip.prior_cosines(model, pairs, n=2)
     assert cos["true"] > cos["unrelated"] + 0.2
+
+
+def test_the_ceiling_is_the_judges_verdict_on_the_vqgans_reconstructions_of_the_oracles_renders(
+    prepared,
+):
+    from mmlib import judge
+    from mmlib.vqgan_training import reconstruct
+
+    model, judges = tiny_generators.get_unclip(device="cpu"), tiny_models.get_judges(device="cpu")
+    pairs = judge.benchmark_pairs()[:3]
+    ev = unclip.evaluate_unclip(model, judges, pairs=pairs, n=2, seed=5, ways=["zero"])
+    renders = unclip.pair_renders(pairs, 2, seed=6)  # the oracle's: seed + 1
+    expected = reconstruct(model.vqgan, renders)
+    assert torch.equal(ev["pictures"]["ceiling"].flatten(0, 1), expected)
+    verdicts = judge.judge(expected, [p for p in pairs for _ in range(2)], *judges)
+    for name, v in verdicts.items():
+        assert ev["ceiling"][name]["seen"] == sum(v["correct"]) / len(v["correct"])
+    assert set(ev) >= {"zero", "ceiling"} and "oracle" not in ev
     bound = unclip.binding(model.clip, n=50)  # the course's CLIP sees colours and shapes...
     assert bound["twin_cosine"] > bound["other_cosine"] + 0.3
     assert bound["text_picks_picture"] < 0.9  # ...but barely which colour is whose

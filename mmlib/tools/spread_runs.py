@@ -377,7 +377,7 @@ def _unclip_run(
             + decoder_history.last("data_seconds"),
             **{f"cosine_{k}": v for k, v in unclip.prior_cosines(model, pairs, n, seed).items()},
         }
-        for way in unclip.WAYS:
+        for way in (*unclip.WAYS, "ceiling"):
             for name, fr in ev[way].items():
                 for part in ("seen", "heldout"):
                     row[f"{way}_{name}_{part}"] = fr[part]
@@ -424,7 +424,7 @@ def unclip_spread(
     rows = [row for rows in run_parallel("_unclip_run", jobs) for row in rows]
     keys = [
         f"{w}_{j}_{p}"
-        for w in unclip.WAYS
+        for w in (*unclip.WAYS, "ceiling")
         for j in ("judge_clip", "classifier")
         for p in ("seen", "heldout")
     ]
