@@ -666,10 +666,11 @@ def _sampling_child(generator: str, pictures: int, threads: int) -> dict:
 
 def bench_unclip(quick: bool = False) -> dict:
     """Measure unCLIP's recipe over 3 training seeds x 2 prompt sets (each way of feeding the
-    decoder judged twice, the prior's cosines), then the sampling speed of unCLIP, the token
-    model and VQGAN+CLIP in the same run, each in its own process with this machine's threads
-    (goal: unCLIP draws 100 pictures in <= 30 s on 2 CPU cores). Full: saved as one result,
-    the spread's "sampling_speed" (notebook 07 shows both)."""
+    decoder judged twice, and the VQGAN's reconstructions of the oracle's renders, their
+    ceiling; the prior's cosines), then the sampling speed of unCLIP, the token model and
+    VQGAN+CLIP in the same run, each in its own process with this machine's threads (goal:
+    unCLIP draws 100 pictures in <= 30 s on 2 CPU cores). Full: saved as one result, the
+    spread's "sampling_speed" (notebook 07 shows both)."""
     if quick:
         result = spread_runs.unclip_spread(
             seeds=(0,), prompt_sets=(0,), prior_steps=20, decoder_steps=20, n=1, scenes=256
