@@ -259,15 +259,21 @@ WAY_NAMES = {
 
 
 def condition_embeddings(
-    unclip: UnCLIP, pairs: Sequence[tuple[str, str]], n: int, seed: int = 0
+    unclip: UnCLIP,
+    pairs: Sequence[tuple[str, str]],
+    n: int,
+    seed: int = 0,
+    renders: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Return what the decoder is fed for n pictures of each pair, way by way (WAYS): the
-    image embedding of a render of the pair (oracle), the prior's, the caption's text
-    embedding itself, zeros. Each (len(pairs) * n, D), pair by pair."""
+    image embedding of a render of the pair (oracle; `renders`, else `pair_renders(pairs, n,
+    seed + 1)`), the prior's, the caption's text embedding itself, zeros. Each
+    (len(pairs) * n, D), pair by pair."""
+    renders = pair_renders(pairs, n, seed + 1) if renders is None else renders
     captions = [judge.benchmark_prompt(s, c) for s, c in pairs]
     text = text_embeddings(unclip.clip, captions).repeat_interleave(n, dim=0)
     model, _, _ = unclip.clip
-    image = encode_images(model, None, pair_renders(pairs, n, seed + 1), progress=False)
+    image = encode_images(model, None, renders, progress=False)
     return {
         "oracle": image,
         "prior": sample_prior(unclip.prior, text, seed=seed),
@@ -299,13 +305,14 @@ def evaluate_unclip(
         raise ValueError(f"unknown ways {unknown}; choose from {list(WAYS)}")
     pairs = [tuple(p) for p in (pairs if pairs is not None else judge.benchmark_pairs())]
     targets = [p for p in pairs for _ in range(n)]
-    conditions = condition_embeddings(unclip, pairs, n, seed)
+    renders = pair_renders(pairs, n, seed + 1)  # the oracle's, and the ceiling's
+    conditions = condition_embeddings(unclip, pairs, n, seed, renders)
     result = {"pairs": pairs, "n": n, "pictures": {}}
     drawn = {
         way: decode(unclip.decoder, unclip.vqgan, conditions[way], guidance=guidance, seed=seed)
         for way in ways
     }
-    drawn["ceiling"] = reconstruct(unclip.vqgan, pair_renders(pairs, n, seed + 1))
+    drawn["ceiling"] = reconstruct(unclip.vqgan, renders)
     for way, pictures in drawn.items():
         verdicts = judge.judge(pictures, targets, *judges)
         result[way] = {
