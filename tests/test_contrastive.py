@@ -150,6 +150,15 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     init, _ = small_clip()
     moved = max((v - init.state_dict()[k]).abs().max().item() for k, v in ddp.items())
     assert moved > 1e-3  # training really changed the weights ...
+    lr = ClipTrainConfig().lr
     for name, value in single.state_dict().items():  # ... and both runs changed them alike
-        # Adam divides by sqrt(v): float rounding in near-zero gradients shows up at ~1e-5
-        assert torch.allclose(value, ddp[name], atol=1e-4), name
+        pieces = [(name, value, ddp[name])]
+        if name.endswith("attn.in_proj_bias"):
+            # The keys' bias has no gradient in exact arithmetic (a softmax ignores a shift of
+            # every score of a query), so Adam's steps there, a gradient divided by its own
+            # size, are float rounding scaled up to ~lr: the two runs' may differ by as much.
+            (q, k, v), (dq, dk, dv) = value.chunk(3), ddp[name].chunk(3)
+            assert (k - dk).abs().max() <= 2 * lr * 3, f"{name}, keys"
+            pieces = [(f"{name}, queries", q, dq), (f"{name}, values", v, dv)]
+        for label, a, b in pieces:
+            assert torch.allclose(a, b, atol=1e-4), label
