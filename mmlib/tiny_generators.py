@@ -175,37 +175,35 @@ def tiny_dalle_info() -> dict:
 def unclip_prior_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of unCLIP's prior (text embedding -> image embedding of the course's
     CLIP), trained on first use on held-out-split scenes of `unclip.WORLD`."""
-    tiny_clip_dir(recipes.UNCLIP_CLIP, home)
-    folder = unclip_folder("unclip-prior", home)
-    training = recipes.unclip_train_config("unclip-prior")
-
-    def make() -> None:
-        dev = training_device()
-        log.info("training unCLIP's prior: %d steps, once, then cached", training.steps)
-        clip = load_clip(f"mmlib:{recipes.UNCLIP_CLIP}", device=dev)
-        runs = runs_folder(folder)
-        net, history = unclip_training.train_prior(clip, training, folder=runs, device=dev)
-        _save_unclip(folder, "unclip-prior", net, history, training, dev)
-
-    return make_once(folder, make)
+    return _unclip_dir("unclip-prior", home)
 
 
 def unclip_decoder_dir(home: str | os.PathLike | None = None) -> Path:
     """Return the folder of unCLIP's decoder (CLIP image embedding -> tiny-VQGAN latents),
     trained on first use on held-out-split scenes of `unclip.WORLD`."""
-    tiny_clip_dir(recipes.UNCLIP_CLIP, home), tiny_vqgan_dir(home)
-    folder = unclip_folder("unclip-decoder", home)
-    training = recipes.unclip_train_config("unclip-decoder")
+    return _unclip_dir("unclip-decoder", home)
+
+
+def _unclip_dir(name: str, home) -> Path:
+    tiny_clip_dir(recipes.UNCLIP_CLIP, home)
+    if name == "unclip-decoder":
+        tiny_vqgan_dir(home)
+    folder = unclip_folder(name, home)
+    training = recipes.unclip_train_config(name)
 
     def make() -> None:
         dev = training_device()
-        log.info("training unCLIP's decoder: %d steps, once, then cached", training.steps)
+        log.info("training unCLIP's %s: %d steps, once, then cached", name[7:], training.steps)
         clip = load_clip(f"mmlib:{recipes.UNCLIP_CLIP}", device=dev)
         runs = runs_folder(folder)
-        net, history = unclip_training.train_decoder(
-            clip, load_tiny_vqgan(dev), training, folder=runs, device=dev
-        )
-        _save_unclip(folder, "unclip-decoder", net, history, training, dev)
+        if name == "unclip-prior":
+            net, history = unclip_training.train_prior(clip, training, folder=runs, device=dev)
+        else:
+            vqgan = load_tiny_vqgan(dev)
+            net, history = unclip_training.train_decoder(
+                clip, vqgan, training, folder=runs, device=dev
+            )
+        _save_unclip(folder, name, net, history, training, dev)
 
     return make_once(folder, make)
 

@@ -118,50 +118,37 @@ def train_prior(
     on_log=None,
 ) -> tuple[VectorDenoiser, History]:
     """Train a prior on `clip`'s embeddings of WORLD's scenes; return (the moving average of its
-    weights, in eval mode, History): diffusion models sample better from it (`_train`). `data` = `scene_data` of the same scenes, when the caller has it; `on_log(step,
-    network)` is called at every logged step (the notebook keeps samples by step with it)."""
-    tc = config or PriorTrainConfig()
-    if tc.steps < 1 or tc.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
-    dev = get_device(device)
-    torch.manual_seed(tc.seed)
+    weights, in eval mode, History): diffusion models sample better from it (`_train`). `data` =
+    `scene_data` of the same scenes, when the caller has it; `on_log(step, network)` is called
+    at every logged step (the notebook keeps samples by step with it)."""
+    tc, dev = _start(config or PriorTrainConfig(), device)
     tick = time.perf_counter()
     data = data or scene_data(clip, tc.n_scenes, tc.seed, tc.split, progress=progress)
     data_seconds = time.perf_counter() - tick
     net = VectorDenoiser(network or DenoiserConfig(dim=data["image"].shape[1])).to(dev).train()
     x0 = scaled(data["image"], net.config.dim).to(dev)
     cond = scaled(data["text"], net.config.dim).to(dev)
-    alpha_bar = cosine_schedule(SCHEDULE_STEPS)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.0)
-    saved = json.loads(json.dumps({"network": asdict(net.config), "train": recipe(tc)}))
     return _train(
-        net,
-        optimizer,
-        tc,
-        x0,
-        cond,
-        alpha_bar,
-        predict="x0",
-        desc="train prior",
-        saved=saved,
-        folder=folder,
-        progress=progress,
-        data_seconds=data_seconds,
-        on_log=on_log,
+        net, net.config, tc, x0, cond, "x0", "train prior", folder, progress, data_seconds, on_log
     )
+
+
+def _start(tc: PriorTrainConfig | DecoderTrainConfig, device) -> tuple:
+    """Check a training config, seed torch with it; return (it, the device to train on)."""
+    if tc.steps < 1 or tc.batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
+    torch.manual_seed(tc.seed)
+    return tc, get_device(device)
 
 
 def _train(
     net: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    network,
     tc: PriorTrainConfig | DecoderTrainConfig,
     x0: torch.Tensor,
     cond: torch.Tensor,
-    alpha_bar: torch.Tensor,
-    *,
     predict: str,
     desc: str,
-    saved: dict,
     folder: str | Path | None,
     progress: bool,
     data_seconds: float,
@@ -170,7 +157,11 @@ def _train(
     """The loop both unCLIP models share: a random batch, `diffusion_loss`, a step, and an
     exponential moving average of the weights (`ema`), which is what it returns: diffusion
     models sample better from the average of their last few hundred steps' weights than from
-    the last step's (Ho et al. 2020, Appendix B). Checkpoints keep both."""
+    the last step's (Ho et al. 2020, Appendix B). Checkpoints keep both, and the recipe
+    (`network`, the config `tc`) a resume must match."""
+    saved = json.loads(json.dumps({"network": asdict(network), "train": recipe(tc)}))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.0)
+    alpha_bar = cosine_schedule(SCHEDULE_STEPS)
     ema = copy.deepcopy(net).requires_grad_(False)
     both = nn.ModuleDict({"net": net, "ema": ema})  # what a checkpoint saves and resumes
     start, history = resume(folder, both, optimizer, saved)
@@ -234,11 +225,7 @@ def train_decoder(
 ) -> tuple[LatentDecoder, History]:
     """Train a decoder from `clip`'s image embeddings to `vqgan`'s latents of WORLD's scenes;
     return (the moving average of its weights, in eval mode, History). `data`, `on_log`: as `train_prior`."""
-    tc = config or DecoderTrainConfig()
-    if tc.steps < 1 or tc.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
-    dev = get_device(device)
-    torch.manual_seed(tc.seed)
+    tc, dev = _start(config or DecoderTrainConfig(), device)
     tick = time.perf_counter()
     if data is None or "latents" not in data:
         data = scene_data(clip, tc.n_scenes, tc.seed, tc.split, vqgan, progress)
@@ -248,24 +235,22 @@ def train_decoder(
     decoder = LatentDecoder(config)
     decoder.mean.copy_(latents.mean(dim=(0, 2, 3)))
     decoder.std.copy_(latents.std(dim=(0, 2, 3)).clamp_min(1e-6))
-    decoder.to(dev).train()
-    x0 = decoder.standardise(latents.to(dev))
+    # Channels-last: a CPU takes less time per training step, the convolutions being most of it
+    # (docs/measurements.json, decoder_channels_last); the weights come back as usual.
+    decoder.to(dev, memory_format=torch.channels_last).train()
+    x0 = decoder.standardise(latents.to(dev)).contiguous(memory_format=torch.channels_last)
     cond = scaled(data["image"], config.cond_dim).to(dev)
-    optimizer = torch.optim.AdamW(decoder.unet.parameters(), lr=tc.lr, weight_decay=0.0)
-    saved = json.loads(json.dumps({"network": asdict(config), "train": recipe(tc)}))
-    alpha_bar = cosine_schedule(SCHEDULE_STEPS)
-    return _train(
+    net, history = _train(
         decoder,
-        optimizer,
+        config,
         tc,
         x0,
         cond,
-        alpha_bar,
-        predict=DECODER_PREDICTS,
-        desc="train decoder",
-        saved=saved,
-        folder=folder,
-        progress=progress,
-        data_seconds=data_seconds,
-        on_log=on_log,
+        DECODER_PREDICTS,
+        "train decoder",
+        folder,
+        progress,
+        data_seconds,
+        on_log,
     )
+    return net.to(memory_format=torch.contiguous_format), history

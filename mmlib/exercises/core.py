@@ -111,14 +111,6 @@ def difference(got, want, atol: float, where: str = "the result") -> str | None:
         if gap.max() > atol + 1e-4 * want.detach().abs().max():
             return f"{where} differs from mmlib's by up to {gap.max().item():.3g}"
         return None
-    if isinstance(want, float | int):
-        if not isinstance(got, float | int | torch.Tensor):
-            return f"{where} should be a number, got {type(got).__name__}"
-        return (
-            None
-            if abs(float(got) - want) <= atol
-            else f"{where} is {float(got):.4g}, not {want:.4g}"
-        )
     return None if got == want else f"{where} is {got!r}, not {want!r}"
 
 
