@@ -258,24 +258,44 @@ WAY_NAMES = {
 }
 
 
+def oracle_renders(
+    clip, pairs: Sequence[tuple[str, str]], n: int, seed: int = 0, best_of: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the oracle's renders, n per pair, pair by pair ((len(pairs) * n, 3, H, W)), and
+    their normalised CLIP image embeddings ((len(pairs) * n, D)): each picture the one of
+    `best_of` renders of its pair (`pair_renders`) closest to the caption's text embedding.
+    That is the choice `sample_prior` makes among its draws (`PRIOR_SAMPLING["best_of"]`, the
+    default), so the oracle and the prior differ in where their embedding comes from, not in
+    being chosen (docs/unclip-recipe.md, "The oracle, chosen as the prior is")."""
+    best_of = PRIOR_SAMPLING["best_of"] if best_of is None else best_of
+    if best_of < 1 or n < 1:
+        raise ValueError(f"n and best_of must be >= 1, got {n}, {best_of}")
+    drawn = pair_renders(pairs, n * best_of, seed)
+    text = text_embeddings(clip, [judge.benchmark_prompt(s, c) for s, c in pairs])
+    model, _, _ = clip
+    image = encode_images(model, None, drawn, progress=False)
+    best = (image.view(len(pairs), best_of, n, -1) * text[:, None, None]).sum(-1).argmax(1)
+    rows = (torch.arange(len(pairs))[:, None] * best_of + best) * n + torch.arange(n)
+    return drawn[rows.flatten()], image[rows.flatten()]
+
+
 def condition_embeddings(
     unclip: UnCLIP,
     pairs: Sequence[tuple[str, str]],
     n: int,
     seed: int = 0,
-    renders: torch.Tensor | None = None,
+    oracle: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Return what the decoder is fed for n pictures of each pair, way by way (WAYS): the
-    image embedding of a render of the pair (oracle; `renders`, else `pair_renders(pairs, n,
-    seed + 1)`), the prior's, the caption's text embedding itself, zeros. Each
+    image embedding of a render of the pair (oracle; `oracle`, else `oracle_renders(unclip.clip,
+    pairs, n, seed + 1)`'s), the prior's, the caption's text embedding itself, zeros. Each
     (len(pairs) * n, D), pair by pair."""
-    renders = pair_renders(pairs, n, seed + 1) if renders is None else renders
+    if oracle is None:
+        _, oracle = oracle_renders(unclip.clip, pairs, n, seed + 1)
     captions = [judge.benchmark_prompt(s, c) for s, c in pairs]
     text = text_embeddings(unclip.clip, captions).repeat_interleave(n, dim=0)
-    model, _, _ = unclip.clip
-    image = encode_images(model, None, renders, progress=False)
     return {
-        "oracle": image,
+        "oracle": oracle,
         "prior": sample_prior(unclip.prior, text, seed=seed),
         "text": text,
         "zero": torch.zeros_like(text),
@@ -305,8 +325,8 @@ def evaluate_unclip(
         raise ValueError(f"unknown ways {unknown}; choose from {list(WAYS)}")
     pairs = [tuple(p) for p in (pairs if pairs is not None else judge.benchmark_pairs())]
     targets = [p for p in pairs for _ in range(n)]
-    renders = pair_renders(pairs, n, seed + 1)  # the oracle's, and the ceiling's
-    conditions = condition_embeddings(unclip, pairs, n, seed, renders)
+    renders, oracle = oracle_renders(unclip.clip, pairs, n, seed + 1)  # and the ceiling's
+    conditions = condition_embeddings(unclip, pairs, n, seed, oracle)
     result = {"pairs": pairs, "n": n, "pictures": {}}
     drawn = {
         way: decode(unclip.decoder, unclip.vqgan, conditions[way], guidance=guidance, seed=seed)

@@ -127,6 +127,36 @@ def test_a_decoder_run_resumes_from_its_checkpoint_to_the_same_weights(parts, tm
     )
     assert history.records[0]["step"] == 0
     assert_same_weights(straight, resumed)
+    # trained channels-last (docs/measurements.json), returned as usual: safetensors and the
+    # model pack store these weights as they are
+    assert all(p.is_contiguous() for p in resumed.state_dict().values())
+
+
+def test_the_oracle_keeps_the_render_closest_to_its_caption_as_the_prior_keeps_its_draw(parts):
+    from mmlib import judge
+    from mmlib.clip import encode_images
+
+    clip = parts[0]
+    pairs = [("star", "red"), ("circle", "blue")]
+    one, one_embedding = unclip.oracle_renders(clip, pairs, 3, seed=4, best_of=1)
+    assert torch.equal(one, unclip.pair_renders(pairs, 3, seed=4))  # no choice: the renders
+    renders, embeddings = unclip.oracle_renders(clip, pairs, 3, seed=4, best_of=2)
+    assert renders.shape == (6, 3, 32, 32) and embeddings.shape == (6, 128)
+    drawn = unclip.pair_renders(pairs, 6, seed=4)  # 2 x 3 candidates per pair
+    everyone = encode_images(clip[0], None, drawn, progress=False)  # clip: a tuple here
+    text = unclip.text_embeddings(clip, [judge.benchmark_prompt(s, c) for s, c in pairs])
+    for row in range(6):
+        p, k = divmod(row, 3)
+        candidates = [p * 6 + k, p * 6 + 3 + k]  # draw 0 and draw 1 of picture k
+        scores = everyone[candidates] @ text[p]
+        kept = candidates[int(scores.argmax())]
+        assert torch.equal(renders[row], drawn[kept])
+        assert torch.allclose(embeddings[row], everyone[kept], atol=1e-6)
+    assert unclip.PRIOR_SAMPLING["best_of"] == 2  # the default matches the prior's choice
+    default, _ = unclip.oracle_renders(clip, pairs, 3, seed=4)
+    assert torch.equal(default, renders)
+    with pytest.raises(ValueError, match="best_of must be >= 1"):
+        unclip.oracle_renders(clip, pairs, 3, best_of=0)
 
 
 def test_the_zoo_keys_unclip_by_its_recipes_and_inputs(monkeypatch):
@@ -179,7 +209,7 @@ def test_the_ceiling_is_the_judges_verdict_on_the_vqgans_reconstructions_of_the_
     model, judges = tiny_generators.get_unclip(device="cpu"), tiny_models.get_judges(device="cpu")
     pairs = judge.benchmark_pairs()[:3]
     ev = unclip.evaluate_unclip(model, judges, pairs=pairs, n=2, seed=5, ways=["zero"])
-    renders = unclip.pair_renders(pairs, 2, seed=6)  # the oracle's: seed + 1
+    renders, _ = unclip.oracle_renders(model.clip, pairs, 2, seed=6)  # the oracle's: seed + 1
     expected = reconstruct(model.vqgan, renders)
     assert torch.equal(ev["pictures"]["ceiling"].flatten(0, 1), expected)
     verdicts = judge.judge(expected, [p for p in pairs for _ in range(2)], *judges)

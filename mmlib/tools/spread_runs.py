@@ -395,12 +395,18 @@ def unclip_summary(rows: list[dict], keys: list[str]) -> dict[str, dict[str, flo
     return {k: (seen | held)[k] for k in keys if k in seen or k in held}
 
 
+# Pictures per benchmark pair in unCLIP's spread: 8 (576 seen verdicts behind each figure, over
+# 3 seeds x 2 prompt sets x 12 pairs), enough to tell apart ways that differ by a few points;
+# docs/unclip-recipe.md, "The oracle, chosen as the prior is", has the standard error.
+UNCLIP_PICTURES = 8
+
+
 def unclip_spread(
     seeds=(0, 1, 2),
     prompt_sets=(0, 1),
     prior_steps: int | None = None,
     decoder_steps: int | None = None,
-    n: int = 4,
+    n: int = UNCLIP_PICTURES,
     scenes: int | None = None,
 ) -> dict:
     """Train unCLIP's prior and decoder for every seed, then judge n pictures per benchmark pair
@@ -453,7 +459,7 @@ def unclip_spread(
         "seconds": summarise(rows, ["prior_seconds", "decoder_seconds"]),
         "wall_seconds": time.perf_counter() - start,
     }
-    if not prior_steps and not decoder_steps and not scenes and n == 4:
+    if not prior_steps and not decoder_steps and not scenes and n == UNCLIP_PICTURES:
         result["recipes"] = recipe_keys("unclip")
     print_table(
         f"unCLIP over {len(seeds)} training seeds x {len(prompt_sets)} prompt sets, {n} pictures "
