@@ -193,7 +193,11 @@ def _unclip_dir(name: str, home) -> Path:
 
     def make() -> None:
         dev = training_device()
-        log.info("training unCLIP's %s: %d steps, once, then cached", name[7:], training.steps)
+        log.info(
+            "training unCLIP's %s: %d steps, once, then cached",
+            name.removeprefix("unclip-"),
+            training.steps,
+        )
         clip = load_clip(f"mmlib:{recipes.UNCLIP_CLIP}", device=dev)
         runs = runs_folder(folder)
         if name == "unclip-prior":

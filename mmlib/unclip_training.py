@@ -121,7 +121,8 @@ def train_prior(
     weights, in eval mode, History): diffusion models sample better from it (`_train`). `data` =
     `scene_data` of the same scenes, when the caller has it; `on_log(step, network)` is called
     at every logged step (the notebook keeps samples by step with it)."""
-    tc, dev = _start(config or PriorTrainConfig(), device)
+    tc = config or PriorTrainConfig()
+    dev = _start(tc, device)
     tick = time.perf_counter()
     data = data or scene_data(clip, tc.n_scenes, tc.seed, tc.split, progress=progress)
     data_seconds = time.perf_counter() - tick
@@ -133,12 +134,12 @@ def train_prior(
     )
 
 
-def _start(tc: PriorTrainConfig | DecoderTrainConfig, device) -> tuple:
-    """Check a training config, seed torch with it; return (it, the device to train on)."""
+def _start(tc: PriorTrainConfig | DecoderTrainConfig, device) -> torch.device:
+    """Check a training config, seed torch with it; return the device to train on."""
     if tc.steps < 1 or tc.batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {tc.steps}, {tc.batch_size}")
     torch.manual_seed(tc.seed)
-    return tc, get_device(device)
+    return get_device(device)
 
 
 def _train(
@@ -225,7 +226,8 @@ def train_decoder(
 ) -> tuple[LatentDecoder, History]:
     """Train a decoder from `clip`'s image embeddings to `vqgan`'s latents of WORLD's scenes;
     return (the moving average of its weights, in eval mode, History). `data`, `on_log`: as `train_prior`."""
-    tc, dev = _start(config or DecoderTrainConfig(), device)
+    tc = config or DecoderTrainConfig()
+    dev = _start(tc, device)
     tick = time.perf_counter()
     if data is None or "latents" not in data:
         data = scene_data(clip, tc.n_scenes, tc.seed, tc.split, vqgan, progress)

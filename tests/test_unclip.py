@@ -138,7 +138,7 @@ def test_the_oracle_keeps_the_render_closest_to_its_caption_as_the_prior_keeps_i
 
     clip = parts[0]
     pairs = [("star", "red"), ("circle", "blue")]
-    one, one_embedding = unclip.oracle_renders(clip, pairs, 3, seed=4, best_of=1)
+    one, _ = unclip.oracle_renders(clip, pairs, 3, seed=4, best_of=1)
     assert torch.equal(one, unclip.pair_renders(pairs, 3, seed=4))  # no choice: the renders
     renders, embeddings = unclip.oracle_renders(clip, pairs, 3, seed=4, best_of=2)
     assert renders.shape == (6, 3, 32, 32) and embeddings.shape == (6, 128)

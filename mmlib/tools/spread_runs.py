@@ -336,12 +336,18 @@ def dalle_spread(
 # ---------------------------------------------------------------------------------------------
 
 
+# Pictures per benchmark pair in unCLIP's spread: 8 (576 seen verdicts behind each figure, over
+# 3 seeds x 2 prompt sets x 12 pairs), enough to tell apart ways that differ by a few points;
+# docs/unclip-recipe.md, "The oracle, chosen as the prior is", has the standard error.
+UNCLIP_PICTURES = 8
+
+
 def _unclip_run(
     seed: int,
     prompt_sets: list,
     prior_steps: int | None = None,
     decoder_steps: int | None = None,
-    n: int = 4,
+    n: int = UNCLIP_PICTURES,
     scenes: int | None = None,
 ) -> list[dict]:
     import torch
@@ -393,12 +399,6 @@ def unclip_summary(rows: list[dict], keys: list[str]) -> dict[str, dict[str, flo
     seen = summarise(rows, [k for k in keys if not k.endswith("_heldout")])
     held = summarise(first, [k for k in keys if k.endswith("_heldout")])
     return {k: (seen | held)[k] for k in keys if k in seen or k in held}
-
-
-# Pictures per benchmark pair in unCLIP's spread: 8 (576 seen verdicts behind each figure, over
-# 3 seeds x 2 prompt sets x 12 pairs), enough to tell apart ways that differ by a few points;
-# docs/unclip-recipe.md, "The oracle, chosen as the prior is", has the standard error.
-UNCLIP_PICTURES = 8
 
 
 def unclip_spread(
