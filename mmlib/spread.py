@@ -107,3 +107,42 @@ UNCLIP_GOALS = {
     "prior_classifier_heldout": ">= 50% mean",
 }
 UNCLIP_COSINE_GOALS = {"true": ">= 0.8 mean", "unrelated": "<= chance + 0.1"}
+# The order of the paper's comparison on seen pairs, each way of feeding the decoder against the
+# next (`unclip.WAYS`): (higher, relation, lower).
+UNCLIP_ORDER = (("oracle", ">=", "prior"), ("prior", ">", "text"), ("text", ">", "zero"))
+
+
+def unclip_order(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Return the evidence for UNCLIP_ORDER: for each step and judge ("oracle-prior_classifier"),
+    the difference of the two ways' seen figures run by run, summarised as `summarise` does
+    plus "se", the mean's standard error over the runs. Both ways of a run are judged on the
+    same pairs with the same decoder noise, so a difference is paired: what the two runs share
+    cancels out of it."""
+    keys, differences = [], [{} for _ in rows]
+    for high, _, low in UNCLIP_ORDER:
+        for j in ("judge_clip", "classifier"):
+            key = f"{high}-{low}_{j}"
+            keys.append(key)
+            for row, d in zip(rows, differences, strict=True):
+                d[key] = row[f"{high}_{j}_seen"] - row[f"{low}_{j}_seen"]
+    out = summarise(differences, keys)
+    for key, s in out.items():
+        values = [d[key] for d in differences]
+        s["se"] = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return out
+
+
+def print_order(order: dict[str, dict[str, float]]) -> None:
+    """Print `unclip_order`'s result: one line per step and judge, in percentage points, with
+    the interval of the mean +- 2 standard errors (where it holds 0, the runs cannot tell the
+    two ways apart)."""
+    relations = {f"{high}-{low}": rel for high, rel, low in UNCLIP_ORDER}
+    print("  the order on seen pairs: each way minus the next, run by run, in points")
+    print(f"  {'difference':<34} {'mean':>6} {'min':>6} {'max':>6}  mean +- 2 s.e.  runs  goal")
+    for key, s in order.items():
+        step = key.split("_", 1)[0]  # "oracle-prior"
+        print(
+            f"  {key:<34} {100 * s['mean']:+6.1f} {100 * s['min']:+6.1f} {100 * s['max']:+6.1f}"
+            f"  [{100 * (s['mean'] - 2 * s['se']):+5.1f}, {100 * (s['mean'] + 2 * s['se']):+5.1f}]"
+            f"  {s['n']:>4}  {step.replace('-', f' {relations[step]} ')}"
+        )

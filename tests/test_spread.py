@@ -71,3 +71,26 @@ def test_goal_values_read_each_goals_first_percentage():
     assert values["reranked_judge_clip_heldout"] == 0.6
     with pytest.raises(ValueError, match="no percentage"):
         spread.goal_values({"x": "as good as possible"})
+
+
+def test_unclip_order_takes_each_way_minus_the_next_run_by_run(capsys):
+    ways = ("oracle", "prior", "text", "zero")
+    # run r: oracle 0.9, prior 0.9 + 0.02 * r, text 0.5, zero 0.0, by both judges
+    rows = [
+        {
+            f"{w}_{j}_seen": v
+            for w, v in zip(ways, (0.9, 0.9 + 0.02 * r, 0.5, 0.0), strict=True)
+            for j in ("judge_clip", "classifier")
+        }
+        for r in (0, 1, 2)
+    ]
+    order = spread.unclip_order(rows)
+    assert [k.split("_", 1)[0] for k in order][::2] == ["oracle-prior", "prior-text", "text-zero"]
+    first = order["oracle-prior_classifier"]
+    assert first["mean"] == pytest.approx(-0.02) and first["min"] == pytest.approx(-0.04)
+    assert first["se"] == pytest.approx(0.02 / 3**0.5)  # stdev 0.02 over 3 runs
+    assert order["text-zero_judge_clip"] == pytest.approx(
+        {"mean": 0.5, "min": 0.5, "max": 0.5, "n": 3, "se": 0.0}
+    )
+    spread.print_order(order)
+    assert "oracle >= prior" in capsys.readouterr().out

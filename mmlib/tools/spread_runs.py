@@ -23,9 +23,11 @@ from mmlib.spread import (
     GENERATE_GOALS,
     UNCLIP_COSINE_GOALS,
     UNCLIP_GOALS,
+    print_order,
     print_table,
     recipe_keys,
     summarise,
+    unclip_order,
 )
 from mmlib.tools.prepare import prepare_lanes
 
@@ -473,6 +475,7 @@ def unclip_spread(
         print(f"  {key:<34} {s['mean']:6.3f} {s['min']:6.3f} {s['max']:6.3f}  {s['n']:>4}")
     for key, s in result["seconds"].items():
         print(f"  {key:<34} {s['mean']:6.1f} {s['min']:6.1f} {s['max']:6.1f}  {s['n']:>4}")
+    print_order(unclip_order(rows))
     return result
 
 
