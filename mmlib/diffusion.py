@@ -106,8 +106,8 @@ def check_guidance(guidance: float) -> float:
         g = float("nan")
     if not math.isfinite(g) or g < 0:
         raise ValueError(
-            f"guidance must be a finite number >= 0 (1 = no guidance, 3 = the course's), got "
-            f"{guidance!r}"
+            f"guidance must be a finite number >= 0 (1 = no guidance, more follows the condition "
+            f"harder), got {guidance!r}"
         )
     return g
 

@@ -11,6 +11,7 @@ make those measurements (`mmlib.tools.spread_runs`).
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from importlib import resources
@@ -73,7 +74,7 @@ def recipe_keys(name: str) -> dict[str, str]:
 
 
 def cached(name: str) -> dict:
-    """Return the full spread measurement `name` ("clip", "generate", "dalle") that ships with
+    """Return the full spread measurement `name` ("clip", "generate", "dalle", "unclip") that ships with
     mmlib (mmlib/data/spread/NAME.json: made by `mmlib bench ...` without --quick, on 2 CPU
     cores; its "provenance" says when, where and from which commit)."""
     text = resources.files("mmlib").joinpath(f"data/spread/{name}.json").read_text()
@@ -114,11 +115,12 @@ UNCLIP_ORDER = (("oracle", ">=", "prior"), ("prior", ">", "text"), ("text", ">",
 
 def unclip_order(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Return the evidence for UNCLIP_ORDER: for each step and judge ("oracle-prior_classifier"),
-    the difference of the two ways' seen figures run by run, summarised as `summarise` does
-    plus "se", the mean's standard error over the runs. Both ways of a run are judged on the
-    same pairs with the same decoder noise, so a difference is paired: what the two runs share
-    cancels out of it."""
-    keys, differences = [], [{} for _ in rows]
+    the difference of the two ways' seen figures run by run, summarised as `summarise` does,
+    plus "se", the standard error of the mean. Both ways of a run are judged on the same pairs
+    with the same decoder noise, so a difference is paired: what the two ways share cancels out
+    of it. The prompt sets of one training seed share its models, so "se" treats each seed's
+    mean difference as one draw (nan with a single seed)."""
+    keys, differences = [], [{"train_seed": row["train_seed"]} for row in rows]
     for high, _, low in UNCLIP_ORDER:
         for j in ("judge_clip", "classifier"):
             key = f"{high}-{low}_{j}"
@@ -126,23 +128,43 @@ def unclip_order(rows: list[dict]) -> dict[str, dict[str, float]]:
             for row, d in zip(rows, differences, strict=True):
                 d[key] = row[f"{high}_{j}_seen"] - row[f"{low}_{j}_seen"]
     out = summarise(differences, keys)
+    seeds = sorted({d["train_seed"] for d in differences})
     for key, s in out.items():
-        values = [d[key] for d in differences]
-        s["se"] = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+        by_seed = [
+            statistics.fmean(d[key] for d in differences if d["train_seed"] == seed)
+            for seed in seeds
+        ]
+        s["se"] = statistics.stdev(by_seed) / len(seeds) ** 0.5 if len(seeds) > 1 else float("nan")
     return out
+
+
+def order_verdict(relation: str, mean: float, se: float) -> str:
+    """Say whether a difference (`unclip_order`) shows `relation` (">" or ">=") of its two ways,
+    given the interval of its mean +- 2 standard errors (a single seed: the mean alone)."""
+    low, high = (mean, mean) if math.isnan(se) else (mean - 2 * se, mean + 2 * se)
+    if relation == ">":
+        return "met" if low > 0 else ("ahead within noise" if mean > 0 else "missed")
+    return "met" if mean >= 0 else ("level: the interval holds 0" if high >= 0 else "missed")
 
 
 def print_order(order: dict[str, dict[str, float]]) -> None:
     """Print `unclip_order`'s result: one line per step and judge, in percentage points, with
-    the interval of the mean +- 2 standard errors (where it holds 0, the runs cannot tell the
-    two ways apart)."""
+    the interval of the mean +- 2 standard errors and `order_verdict`'s word on the goal."""
     relations = {f"{high}-{low}": rel for high, rel, low in UNCLIP_ORDER}
     print("  the order on seen pairs: each way minus the next, run by run, in points")
-    print(f"  {'difference':<34} {'mean':>6} {'min':>6} {'max':>6}  mean +- 2 s.e.  runs  goal")
+    print(
+        f"  {'difference':<34} {'mean':>6} {'min':>6} {'max':>6}  mean +- 2 s.e.  runs  goal: verdict"
+    )
     for key, s in order.items():
         step = key.split("_", 1)[0]  # "oracle-prior"
+        relation = relations[step]
+        interval = (
+            "   (one seed)  "
+            if math.isnan(s["se"])
+            else f"[{100 * (s['mean'] - 2 * s['se']):+5.1f}, {100 * (s['mean'] + 2 * s['se']):+5.1f}]"
+        )
         print(
             f"  {key:<34} {100 * s['mean']:+6.1f} {100 * s['min']:+6.1f} {100 * s['max']:+6.1f}"
-            f"  [{100 * (s['mean'] - 2 * s['se']):+5.1f}, {100 * (s['mean'] + 2 * s['se']):+5.1f}]"
-            f"  {s['n']:>4}  {step.replace('-', f' {relations[step]} ')}"
+            f"  {interval}  {s['n']:>4}  {step.replace('-', f' {relation} ')}: "
+            f"{order_verdict(relation, s['mean'], s['se'])}"
         )

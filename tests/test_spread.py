@@ -1,5 +1,7 @@
 """The spread measurements: summaries over runs, runs in parallel children, the shipped cache."""
 
+import math
+
 import pytest
 
 from mmlib import spread
@@ -77,7 +79,8 @@ def test_unclip_order_takes_each_way_minus_the_next_run_by_run(capsys):
     ways = ("oracle", "prior", "text", "zero")
     # run r: oracle 0.9, prior 0.9 + 0.02 * r, text 0.5, zero 0.0, by both judges
     rows = [
-        {
+        {"train_seed": r}
+        | {
             f"{w}_{j}_seen": v
             for w, v in zip(ways, (0.9, 0.9 + 0.02 * r, 0.5, 0.0), strict=True)
             for j in ("judge_clip", "classifier")
@@ -88,9 +91,24 @@ def test_unclip_order_takes_each_way_minus_the_next_run_by_run(capsys):
     assert [k.split("_", 1)[0] for k in order][::2] == ["oracle-prior", "prior-text", "text-zero"]
     first = order["oracle-prior_classifier"]
     assert first["mean"] == pytest.approx(-0.02) and first["min"] == pytest.approx(-0.04)
-    assert first["se"] == pytest.approx(0.02 / 3**0.5)  # stdev 0.02 over 3 runs
+    assert first["se"] == pytest.approx(0.02 / 3**0.5)  # stdev 0.02 over 3 seeds
     assert order["text-zero_judge_clip"] == pytest.approx(
         {"mean": 0.5, "min": 0.5, "max": 0.5, "n": 3, "se": 0.0}
     )
     spread.print_order(order)
-    assert "oracle >= prior" in capsys.readouterr().out
+    assert "oracle >= prior: level: the interval holds 0" in capsys.readouterr().out
+    # a second prompt set per seed, the same differences: a seed counts once in the error
+    twice = spread.unclip_order(rows + [dict(r) for r in rows])
+    assert twice["oracle-prior_classifier"]["n"] == 6
+    assert twice["oracle-prior_classifier"]["se"] == pytest.approx(first["se"])
+    assert math.isnan(spread.unclip_order(rows[:1])["oracle-prior_classifier"]["se"])
+
+
+def test_the_order_verdict_asks_a_strict_step_to_clear_the_noise():
+    assert spread.order_verdict(">", 0.05, 0.01) == "met"
+    assert spread.order_verdict(">", 0.01, 0.01) == "ahead within noise"
+    assert spread.order_verdict(">", -0.01, 0.01) == "missed"
+    assert spread.order_verdict(">=", 0.0, 0.01) == "met"
+    assert spread.order_verdict(">=", -0.01, 0.01) == "level: the interval holds 0"
+    assert spread.order_verdict(">=", -0.05, 0.01) == "missed"
+    assert spread.order_verdict(">=", -0.01, math.nan) == "missed"  # one seed: the mean alone
