@@ -74,9 +74,9 @@ def recipe_keys(name: str) -> dict[str, str]:
 
 
 def cached(name: str) -> dict:
-    """Return the full spread measurement `name` ("clip", "generate", "dalle", "unclip") that ships with
-    mmlib (mmlib/data/spread/NAME.json: made by `mmlib bench ...` without --quick, on 2 CPU
-    cores; its "provenance" says when, where and from which commit)."""
+    """Return the full spread measurement `name` ("clip", "generate", "dalle", "unclip") that
+    ships with mmlib (mmlib/data/spread/NAME.json: made by `mmlib bench ...` without --quick, on
+    2 CPU cores; its "provenance" says when, where and from which commit)."""
     text = resources.files("mmlib").joinpath(f"data/spread/{name}.json").read_text()
     return json.loads(text)
 
@@ -138,10 +138,16 @@ def unclip_order(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def order_interval(mean: float, se: float) -> tuple[float, float]:
+    """Return the interval of a difference's mean +- 2 standard errors (`unclip_order`); with a
+    single seed (se nan), the mean alone."""
+    return (mean, mean) if math.isnan(se) else (mean - 2 * se, mean + 2 * se)
+
+
 def order_verdict(relation: str, mean: float, se: float) -> str:
     """Say whether a difference (`unclip_order`) shows `relation` (">" or ">=") of its two ways,
-    given the interval of its mean +- 2 standard errors (a single seed: the mean alone)."""
-    low, high = (mean, mean) if math.isnan(se) else (mean - 2 * se, mean + 2 * se)
+    given `order_interval`."""
+    low, high = order_interval(mean, se)
     if relation == ">":
         return "met" if low > 0 else ("ahead within noise" if mean > 0 else "missed")
     return "met" if mean >= 0 else ("level: the interval holds 0" if high >= 0 else "missed")
@@ -158,10 +164,9 @@ def print_order(order: dict[str, dict[str, float]]) -> None:
     for key, s in order.items():
         step = key.split("_", 1)[0]  # "oracle-prior"
         relation = relations[step]
+        low, high = order_interval(s["mean"], s["se"])
         interval = (
-            "   (one seed)  "
-            if math.isnan(s["se"])
-            else f"[{100 * (s['mean'] - 2 * s['se']):+5.1f}, {100 * (s['mean'] + 2 * s['se']):+5.1f}]"
+            "   (one seed)  " if math.isnan(s["se"]) else f"[{100 * low:+5.1f}, {100 * high:+5.1f}]"
         )
         print(
             f"  {key:<34} {100 * s['mean']:+6.1f} {100 * s['min']:+6.1f} {100 * s['max']:+6.1f}"
